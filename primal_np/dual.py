@@ -1,0 +1,224 @@
+"""Canonical softmax attention: the *dual* form (THEORY.md §1).
+
+For one head, with Q ∈ R^{N×d}, K ∈ R^{M×d}, V ∈ R^{M×d_v}:
+
+    S = scale · Q Kᵀ                       (N×M logits)
+    P = softmax_j(S)  over visible keys    (the asymmetric kernel matrix, K_ij = κ(x_i, x_j))
+    O = P V                                (values act as dual variables)
+
+Time O(N·M·d), memory O(N·M): the N×M matrix P is formed and kept for the backward.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from ._checks import (
+    bool_mask,
+    broadcast_batch,
+    check_finite,
+    float_array,
+    result_dtype,
+    sum_to_shape,
+)
+from .primitives import _softmax_lse_inplace
+
+__all__ = [
+    "DualCache",
+    "dual_attention",
+    "dual_attention_backward",
+    "attention_weights",
+    "visibility",
+]
+
+
+class DualCache(NamedTuple):
+    """What ``dual_attention`` keeps for its backward, and its public intermediates.
+
+    attn: P, shape (..., N, M), rows sum to 1 over visible keys (all-zero rows where no key
+    is visible). lse: natural-log log-sum-exp of the scaled logits over visible keys,
+    shape (..., N); -inf on rows with no visible key.
+    """
+
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    attn: np.ndarray
+    lse: np.ndarray
+    out: np.ndarray
+    scale: float
+
+
+def visibility(n_q: int, n_k: int, mask: np.ndarray | None, causal: bool) -> np.ndarray | None:
+    """Boolean (…, N, M) visibility: ``mask`` AND (j ≤ i if causal); None if all visible.
+
+    Causal is top-left aligned, as PyTorch's ``is_causal``: key j is visible to query i
+    iff j ≤ i, also when N ≠ M.
+    """
+    vis = mask
+    if causal:
+        tri = np.tri(n_q, n_k, dtype=bool)  # tri[i, j] = j <= i
+        vis = tri if vis is None else (vis & tri)
+    return vis
+
+
+def _check_scale(scale, d: int) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(d)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
+        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__}")
+    scale = float(scale)
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return scale
+
+
+def _check_inputs(q, k, v, mask):
+    """Validate q, k (and v if given) and the mask; return them and the batch shape."""
+    q = float_array(q, "q", min_ndim=2)
+    k = float_array(k, "k", min_ndim=2)
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must share the feature dimension d: q has shape {q.shape} (..., N, d), "
+            f"k has shape {k.shape} (..., M, d)"
+        )
+    shapes, names = [q.shape[:-2], k.shape[:-2]], ["q", "k"]
+    if v is not None:
+        v = float_array(v, "v", min_ndim=2)
+        if k.shape[-2] != v.shape[-2]:
+            raise ValueError(
+                f"k and v must have the same number of keys M: k has shape {k.shape} "
+                f"(..., M, d), v has shape {v.shape} (..., M, dv)"
+            )
+        shapes.append(v.shape[:-2])
+        names.append("v")
+    batch = broadcast_batch(shapes, names)
+    n, m = q.shape[-2], k.shape[-2]
+    if mask is not None:
+        mask = bool_mask(mask, "mask")
+        target = (*batch, n, m)
+        try:
+            full = np.broadcast_shapes(mask.shape, target)
+        except ValueError:
+            full = None
+        if full != target:
+            raise ValueError(
+                f"mask has shape {mask.shape}; it must broadcast to (..., N, M) = {target} "
+                f"(q {q.shape}, k {k.shape})"
+            )
+    for arr, name in ((q, "q"), (k, "k"), (v, "v")):
+        if arr is not None:
+            check_finite(arr, name)
+    return q, k, v, mask, batch
+
+
+def _probabilities(q, k, mask, causal, scale, batch, dt):
+    """P and lse of the scaled logits S = scale · Q Kᵀ over the visible keys."""
+    s = np.matmul(q, np.swapaxes(k, -1, -2), dtype=dt)  # our own work array
+    s *= dt.type(scale)
+    if s.shape[:-2] != batch:  # v (or the mask) carries leading axes q and k lack
+        s = np.broadcast_to(s, (*batch, *s.shape[-2:])).copy()
+    vis = visibility(q.shape[-2], k.shape[-2], mask, causal)
+    return _softmax_lse_inplace(s, vis)
+
+
+def attention_weights(
+    q: np.ndarray,
+    k: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The attention matrix P and the natural-log LSE of canonical attention.
+
+    Shapes: q (..., N, d), k (..., M, d) → P (..., N, M), lse (..., N).
+    P_ij = exp(S_ij − lse_i) on visible keys, 0 elsewhere; lse_i = log Σ_{j visible} exp(S_ij)
+    with S = scale · Q Kᵀ; a row with no visible key has P = 0 and lse = -inf.
+    Same arguments and conventions as ``dual_attention``.
+    """
+    q, k, _, mask, batch = _check_inputs(q, k, None, mask)
+    scale = _check_scale(scale, q.shape[-1])
+    return _probabilities(q, k, mask, causal, scale, batch, result_dtype(q, k))
+
+
+def dual_attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+) -> tuple[np.ndarray, DualCache]:
+    """Canonical scaled dot-product (softmax) attention, dual form O = P V.
+
+    Args:
+        q: (..., N, d) queries.
+        k: (..., M, d) keys.
+        v: (..., M, dv) values — the dual variables.
+        mask: optional boolean array broadcastable to (..., N, M); True = query i may
+            attend to key j. It may not enlarge the batch shape of q, k, v.
+        causal: if True, key j is visible to query i iff j ≤ i (top-left aligned, as
+            PyTorch's ``scaled_dot_product_attention(is_causal=True)``); combined with
+            ``mask`` by logical AND.
+        scale: logit scale, default 1/sqrt(d).
+
+    Leading axes (batch, heads) broadcast. Computes
+
+        S = scale · Q Kᵀ,   P_ij = exp(S_ij − lse_i) (visible j),   O = P V.
+
+    A query row with no visible key gets O_i = 0 (and lse_i = -inf) and contributes
+    zero to every gradient; no NaN is produced. Logits are shifted by their row
+    maximum, so logits far beyond 700 (where exp overflows in float64) are exact.
+
+    Returns:
+        out (..., N, dv) in the promoted floating dtype of q, k, v (float32 stays
+        float32), and a ``DualCache`` whose ``attn`` (P) and ``lse`` fields are the
+        intermediates.
+    """
+    q, k, v, mask, batch = _check_inputs(q, k, v, mask)
+    scale = _check_scale(scale, q.shape[-1])
+    dt = result_dtype(q, k, v)
+    p, lse = _probabilities(q, k, mask, causal, scale, batch, dt)
+    out = np.matmul(p, v, dtype=dt)
+    return out, DualCache(q, k, v, p, lse, out, scale)
+
+
+def dual_attention_backward(
+    dout: np.ndarray, cache: DualCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """VJP of ``dual_attention``: returns (dq, dk, dv) shaped like q, k, v.
+
+    Forward was S = scale·Q Kᵀ, P = softmax(S), O = P V, so
+
+        dV = Pᵀ dO
+        dP = dO Vᵀ
+        dS = P ∘ (dP − rowsum(dP ∘ P))       (= P ∘ (dP − rowsum(dO ∘ O)))
+        dQ = scale · dS K,   dK = scale · dSᵀ Q
+
+    Gradients of broadcast leading axes are summed back to each input's shape.
+    """
+    q, k, v, p, _, out, scale = cache
+    dt = p.dtype
+    dout = float_array(dout, "dout")
+    expected = (*p.shape[:-1], v.shape[-1])
+    if dout.shape != expected:
+        raise ValueError(f"dout has shape {dout.shape}, expected the output shape {expected}")
+    dout = dout.astype(dt, copy=False)
+    dv = np.matmul(np.swapaxes(p, -1, -2), dout)
+    dp = np.matmul(dout, np.swapaxes(v, -1, -2))
+    # rowsum(dP ∘ P) = rowsum(dO ∘ O) since O = P V: O(N·dv) work instead of O(N·M).
+    delta = np.sum(dout * out, axis=-1, keepdims=True)
+    dp -= delta
+    dp *= p  # dS, in place on our own work array
+    ds = dp
+    sc = dt.type(scale)
+    dq = np.matmul(ds, k, dtype=dt)
+    dq *= sc
+    dk = np.matmul(np.swapaxes(ds, -1, -2), q, dtype=dt)
+    dk *= sc
+    return sum_to_shape(dq, q.shape), sum_to_shape(dk, k.shape), sum_to_shape(dv, v.shape)

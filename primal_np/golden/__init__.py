@@ -1,0 +1,193 @@
+"""Golden vectors on disk — the format of ../shared/spec/GOLDEN.md (a public contract).
+
+    DIR/manifest.json      {"format": "primal_np-golden", "version": 1, ...,"cases": [...]}
+    DIR/<case>.npz         arrays named input.* / param.* / output.* / cotangent.* / grad.*
+
+Files are written deterministically (fixed zip timestamps, sorted names), so two
+exports by the same version on the same machine are byte-identical, and they are
+read with ``allow_pickle=False`` only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "PREFIXES",
+    "GoldenCase",
+    "register_case",
+    "case_names",
+    "build_case",
+    "export",
+    "write_npz",
+    "GoldenFormatError",
+    "read_manifest",
+    "load_arrays",
+]
+
+FORMAT = "primal_np-golden"
+VERSION = 1
+PREFIXES = ("input", "param", "output", "cotangent", "grad")
+
+# Modules whose import registers cases, in manifest order.
+_CASE_MODULES = ("primal_np.golden.dual_cases",)
+
+
+class GoldenFormatError(ValueError):
+    """A golden directory or candidate file that does not follow GOLDEN.md."""
+
+
+@dataclass
+class GoldenCase:
+    name: str
+    op: str
+    config: dict
+    objective: str
+    arrays: dict[str, np.ndarray]
+    dtype: str = "float64"
+    seed: int = 0
+    description: str = field(default="", repr=False)
+
+    def manifest_entry(self) -> dict:
+        return {
+            "name": self.name,
+            "file": f"{self.name}.npz",
+            "op": self.op,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "config": self.config,
+            "objective": self.objective,
+        }
+
+
+_BUILDERS: dict[str, Callable[[], GoldenCase]] = {}
+
+
+def register_case(name: str) -> Callable[[Callable[[], GoldenCase]], Callable[[], GoldenCase]]:
+    def deco(fn: Callable[[], GoldenCase]) -> Callable[[], GoldenCase]:
+        _BUILDERS[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_builders() -> None:
+    for mod in _CASE_MODULES:
+        importlib.import_module(mod)
+
+
+def case_names() -> list[str]:
+    _load_builders()
+    return list(_BUILDERS)
+
+
+def build_case(name: str) -> GoldenCase:
+    _load_builders()
+    if name not in _BUILDERS:
+        raise KeyError(f"unknown golden case {name!r}; known: {', '.join(_BUILDERS)}")
+    case = _BUILDERS[name]()
+    for key, arr in case.arrays.items():
+        prefix = key.split(".", 1)[0]
+        if prefix not in PREFIXES or "." not in key:
+            raise AssertionError(
+                f"case {name}: array name {key!r} lacks one of the prefixes {PREFIXES}"
+            )
+        if arr.dtype.kind not in "fbiu":
+            raise AssertionError(f"case {name}: array {key} has non-numeric dtype {arr.dtype}")
+    return case
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an ``.npz`` byte-identically for identical arrays (sorted, fixed timestamps)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            zf.writestr(info, buf.getvalue())
+
+
+def export(directory: str | Path, names: list[str] | None = None) -> list[GoldenCase]:
+    """Write the manifest and one ``.npz`` per case into ``directory`` (created if needed)."""
+    from .. import __version__
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = [build_case(n) for n in (names or case_names())]
+    for case in cases:
+        write_npz(out / f"{case.name}.npz", case.arrays)
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "primal_np_version": __version__,
+        "cases": [c.manifest_entry() for c in cases],
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return cases
+
+
+def read_manifest(directory: str | Path) -> dict:
+    """Read and validate ``DIR/manifest.json``; one-line ``GoldenFormatError`` on any problem."""
+    path = Path(directory) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GoldenFormatError(f"{path}: no manifest (expected a golden directory)") from None
+    except json.JSONDecodeError as exc:
+        raise GoldenFormatError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise GoldenFormatError(f"{path}: top level must be an object")
+    if manifest.get("format") != FORMAT:
+        raise GoldenFormatError(
+            f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}"
+        )
+    if manifest.get("version") != VERSION:
+        raise GoldenFormatError(
+            f"{path}: version {manifest.get('version')!r} is not supported (expected {VERSION})"
+        )
+    cases = manifest.get("cases")
+    if not isinstance(cases, list):
+        raise GoldenFormatError(f"{path}: 'cases' must be a list")
+    for i, c in enumerate(cases):
+        need = ("name", "file", "op", "dtype", "seed", "config", "objective")
+        if not isinstance(c, dict) or any(k not in c for k in need):
+            raise GoldenFormatError(f"{path}: case #{i} must be an object with keys {list(need)}")
+    return manifest
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` without unpickling; reject object arrays, bad names and NaN."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise GoldenFormatError(f"{path}: file not found") from None
+    except ValueError as exc:  # includes "Object arrays cannot be loaded when allow_pickle=False"
+        raise GoldenFormatError(f"{path}: {exc}") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise GoldenFormatError(f"{path}: not a readable .npz file ({exc})") from None
+    for name, arr in arrays.items():
+        if "." not in name or name.split(".", 1)[0] not in PREFIXES:
+            raise GoldenFormatError(
+                f"{path}: array {name!r} has no prefix among {', '.join(p + '.' for p in PREFIXES)}"
+            )
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise GoldenFormatError(f"{path}: array {name!r} contains NaN or infinity")
+        if arr.dtype.kind not in "fbiu":
+            raise GoldenFormatError(f"{path}: array {name!r} has unsupported dtype {arr.dtype}")
+    return arrays

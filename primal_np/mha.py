@@ -1,0 +1,128 @@
+"""The canonical multi-head self-attention layer: the "Transformer" baseline.
+
+    Q = X W_qᵀ + b_q,  K = X W_kᵀ + b_k,  V = X W_vᵀ + b_v        (D → D, PyTorch layout)
+    O_h = softmax(Q_h K_hᵀ / sqrt(p)) V_h                         per head h, p = D / H
+    Y = merge_heads(O) W_oᵀ + b_o
+
+This is the dual form of THEORY.md §1 with learned projections; the Primal-Attention
+layer (``primal_np.layer``) is compared against it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ._checks import bool_mask, float_array, positive_int
+from .dual import DualCache, dual_attention, dual_attention_backward
+from .init import torch_linear_init
+from .primitives import LinearCache, linear, linear_backward, merge_heads, split_heads
+
+__all__ = [
+    "MHA_PARAM_NAMES",
+    "MHACache",
+    "init_mha_params",
+    "mha_attention",
+    "mha_attention_backward",
+]
+
+MHA_PARAM_NAMES = ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o")
+
+
+class MHACache(NamedTuple):
+    num_heads: int
+    lin_q: LinearCache
+    lin_k: LinearCache
+    lin_v: LinearCache
+    attn: DualCache
+    lin_o: LinearCache
+
+
+def init_mha_params(
+    dim: int, *, seed: int = 0, dtype: np.dtype | type = np.float64
+) -> dict[str, np.ndarray]:
+    """PyTorch-default initialisation (uniform ±1/sqrt(fan_in)) of the four D→D linears."""
+    dim = positive_int(dim, "dim")
+    rng = np.random.default_rng(seed)
+    params: dict[str, np.ndarray] = {}
+    for t in "qkvo":
+        w, b = torch_linear_init(rng, dim, dim, dtype=dtype)
+        params[f"W_{t}"], params[f"b_{t}"] = w, b
+    return params
+
+
+def _check_params(params: dict[str, np.ndarray], dim: int) -> None:
+    missing = [n for n in MHA_PARAM_NAMES if n not in params]
+    if missing:
+        raise KeyError(f"MHA parameters missing {missing}; expected {list(MHA_PARAM_NAMES)}")
+    for t in "qkvo":
+        w, b = np.shape(params[f"W_{t}"]), np.shape(params[f"b_{t}"])
+        if w != (dim, dim) or b != (dim,):
+            raise ValueError(
+                f"W_{t} has shape {w} and b_{t} shape {b}; expected ({dim}, {dim}) and ({dim},)"
+            )
+
+
+def mha_attention(
+    x: np.ndarray,
+    params: dict[str, np.ndarray],
+    *,
+    num_heads: int,
+    padding_mask: np.ndarray | None = None,
+    attn_mask: np.ndarray | None = None,
+    causal: bool = False,
+) -> tuple[np.ndarray, MHACache]:
+    """Canonical multi-head self-attention, forward.
+
+    Args:
+        x: (..., N, D) layer input.
+        params: ``W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o`` — weights (D, D) in (out, in)
+            layout, biases (D,).
+        num_heads: H; must divide D.
+        padding_mask: optional boolean (..., N), True = real token. Padded tokens are
+            hidden as keys (PyTorch's ``key_padding_mask`` with the opposite polarity);
+            their own output rows are still computed.
+        attn_mask: optional boolean broadcastable to (..., H, N, N), True = may attend.
+        causal: key j visible to query i iff j ≤ i.
+
+    Returns (y (..., N, D), cache).
+    """
+    x = float_array(x, "x", min_ndim=2)
+    num_heads = positive_int(num_heads, "num_heads")
+    n, d = x.shape[-2:]
+    if d % num_heads:
+        raise ValueError(f"dim {d} (x shape {x.shape}) is not divisible by num_heads={num_heads}")
+    _check_params(params, d)
+    mask = None if attn_mask is None else bool_mask(attn_mask, "attn_mask")
+    if padding_mask is not None:
+        pm = bool_mask(padding_mask, "padding_mask")
+        if pm.shape != x.shape[:-1]:
+            raise ValueError(
+                f"padding_mask has shape {pm.shape}, expected (..., N) = {x.shape[:-1]} "
+                f"for x of shape {x.shape}"
+            )
+        key_vis = pm[..., None, None, :]  # (..., 1, 1, N): hides padded keys
+        mask = key_vis if mask is None else (mask & key_vis)
+    q, lin_q = linear(x, params["W_q"], params["b_q"])
+    k, lin_k = linear(x, params["W_k"], params["b_k"])
+    v, lin_v = linear(x, params["W_v"], params["b_v"])
+    qh, kh, vh = (split_heads(t, num_heads)[0] for t in (q, k, v))
+    o, attn = dual_attention(qh, kh, vh, mask=mask, causal=causal)
+    y, lin_o = linear(merge_heads(o)[0], params["W_o"], params["b_o"])
+    return y, MHACache(num_heads, lin_q, lin_k, lin_v, attn, lin_o)
+
+
+def mha_attention_backward(
+    dy: np.ndarray, cache: MHACache
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """VJP of ``mha_attention``: returns (dx, grads) with grads keyed like the params."""
+    h = cache.num_heads
+    do, grads_wo, grads_bo = linear_backward(dy, cache.lin_o)
+    dqh, dkh, dvh = dual_attention_backward(split_heads(do, h)[0], cache.attn)
+    grads = {"W_o": grads_wo, "b_o": grads_bo}
+    dx = None
+    for t, dth, lin in (("q", dqh, cache.lin_q), ("k", dkh, cache.lin_k), ("v", dvh, cache.lin_v)):
+        dxt, grads[f"W_{t}"], grads[f"b_{t}"] = linear_backward(merge_heads(dth)[0], lin)
+        dx = dxt if dx is None else dx + dxt
+    return dx, grads
