@@ -47,16 +47,27 @@ class GoldenFormatError(ValueError):
     """A golden directory or candidate file that does not follow GOLDEN.md."""
 
 
+Recompute = Callable[[dict[str, np.ndarray], np.dtype], dict[str, np.ndarray]]
+
+
 @dataclass
 class GoldenCase:
+    """One golden case.
+
+    ``recompute(arrays, dtype)`` re-runs primal_np on the case's ``input.*``,
+    ``param.*`` and ``cotangent.*`` arrays cast to ``dtype`` and returns the
+    ``output.*`` and ``grad.*`` arrays it computes. The comparison policy uses it to
+    measure primal_np's own error in a low precision.
+    """
+
     name: str
     op: str
     config: dict
     objective: str
     arrays: dict[str, np.ndarray]
+    recompute: Recompute | None = field(default=None, repr=False)
     dtype: str = "float64"
     seed: int = 0
-    description: str = field(default="", repr=False)
 
     def manifest_entry(self) -> dict:
         return {

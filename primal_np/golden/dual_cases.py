@@ -12,6 +12,16 @@ _OBJECTIVE = (
 )
 
 
+def _run(arrays: dict[str, np.ndarray], dtype: np.dtype, causal: bool) -> dict[str, np.ndarray]:
+    """output.out and grad.q/k/v from the case's inputs and cotangent, computed in ``dtype``."""
+    q, k, v, cot = (
+        arrays[n].astype(dtype) for n in ("input.q", "input.k", "input.v", "cotangent.out")
+    )
+    out, cache = dual_attention(q, k, v, mask=arrays.get("input.mask"), causal=causal)
+    dq, dk, dv = dual_attention_backward(cot, cache)
+    return {"output.out": out, "grad.q": dq, "grad.k": dk, "grad.v": dv}
+
+
 def _dual_case(name: str, seed: int, *, n: int, m: int, masked: bool, causal: bool) -> GoldenCase:
     rng = np.random.default_rng(seed)
     b, h, d, dv = 2, 3, 4, 3
@@ -25,12 +35,9 @@ def _dual_case(name: str, seed: int, *, n: int, m: int, masked: bool, causal: bo
         mask[..., 0] |= ~mask.any(-1)  # only the row below is fully masked
         mask[1, 2, 1, :] = False  # one query (batch 1, head 2, row 1) sees no key
         arrays["input.mask"] = mask
-    out, cache = dual_attention(q, k, v, mask=mask, causal=causal)
-    cot = rng.standard_normal(out.shape)
-    dq, dk, dv_ = dual_attention_backward(cot, cache)
-    arrays.update(
-        {"output.out": out, "cotangent.out": cot, "grad.q": dq, "grad.k": dk, "grad.v": dv_}
-    )
+    out_shape = (b, h, n, dv)
+    arrays["cotangent.out"] = rng.standard_normal(out_shape)
+    arrays.update(_run(arrays, np.dtype(np.float64), causal))
     config = {
         "scale": float(1.0 / np.sqrt(d)),
         "scale_rule": "1/sqrt(d), d = q.shape[-1]",
@@ -40,7 +47,15 @@ def _dual_case(name: str, seed: int, *, n: int, m: int, masked: bool, causal: bo
         "fully_masked_row": "output 0, contributes 0 to every gradient",
         "layout": "(batch, heads, tokens, features)",
     }
-    return GoldenCase(name, "dual_attention", config, _OBJECTIVE, arrays, seed=seed)
+    return GoldenCase(
+        name,
+        "dual_attention",
+        config,
+        _OBJECTIVE,
+        arrays,
+        recompute=lambda a, dt: _run(a, dt, causal),
+        seed=seed,
+    )
 
 
 @register_case("dual_attention")
