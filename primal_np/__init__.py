@@ -8,7 +8,41 @@ hand-written backward passes, a gradient checker and golden vectors.
 from importlib.metadata import PackageNotFoundError, version
 
 from .dual import DualCache, attention_weights, dual_attention, dual_attention_backward
+from .equivalence import scores_from_x, scores_from_x_backward, stationary_point
+from .feature_maps import (
+    FEATURE_MAPS,
+    check_feature_map,
+    cosine_normalize,
+    cosine_normalize_backward,
+    draw_random_features,
+    get_feature_map,
+    identity_features,
+    identity_features_backward,
+    poly2_features,
+    poly2_features_backward,
+    positive_random_features,
+    positive_random_features_backward,
+    register_feature_map,
+)
 from .gradcheck import check_vjp, gradcheck, taylor_test
+from .kernels import (
+    asymmetry,
+    kernel_matrix,
+    kernel_matrix_backward,
+    random_feature_softmax_kernel,
+    softmax_kernel,
+)
+from .ksvd import (
+    kkt_residuals,
+    kkt_weights,
+    ksvd,
+    ksvd_objective,
+    ksvd_objective_grad,
+    ksvd_objective_terms,
+    primal_weights,
+    primal_weights_backward,
+    shifted_eigen_residual,
+)
 from .mha import init_mha_params, mha_attention, mha_attention_backward
 from .primitives import (
     linear,
@@ -19,6 +53,7 @@ from .primitives import (
     softmax_backward,
     split_heads,
 )
+from .scores import dual_scores, dual_scores_backward, primal_scores, primal_scores_backward
 
 try:
     __version__ = version("primal-np")
@@ -31,6 +66,40 @@ __all__ = [
     "attention_weights",
     "dual_attention",
     "dual_attention_backward",
+    "scores_from_x",
+    "scores_from_x_backward",
+    "stationary_point",
+    "FEATURE_MAPS",
+    "check_feature_map",
+    "cosine_normalize",
+    "cosine_normalize_backward",
+    "draw_random_features",
+    "get_feature_map",
+    "identity_features",
+    "identity_features_backward",
+    "poly2_features",
+    "poly2_features_backward",
+    "positive_random_features",
+    "positive_random_features_backward",
+    "register_feature_map",
+    "asymmetry",
+    "kernel_matrix",
+    "kernel_matrix_backward",
+    "random_feature_softmax_kernel",
+    "softmax_kernel",
+    "kkt_residuals",
+    "kkt_weights",
+    "ksvd",
+    "ksvd_objective",
+    "ksvd_objective_grad",
+    "ksvd_objective_terms",
+    "primal_weights",
+    "primal_weights_backward",
+    "shifted_eigen_residual",
+    "dual_scores",
+    "dual_scores_backward",
+    "primal_scores",
+    "primal_scores_backward",
     "check_vjp",
     "gradcheck",
     "taylor_test",

@@ -40,7 +40,7 @@ VERSION = 1
 PREFIXES = ("input", "param", "output", "cotangent", "grad")
 
 # Modules whose import registers cases, in manifest order.
-_CASE_MODULES = ("primal_np.golden.dual_cases",)
+_CASE_MODULES = ("primal_np.golden.dual_cases", "primal_np.golden.ksvd_cases")
 
 
 class GoldenFormatError(ValueError):
@@ -126,7 +126,10 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            arr = np.asarray(arrays[name])
+            # (np.ascontiguousarray would turn a 0-d scalar into shape (1,))
+            arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
+            np.lib.format.write_array(buf, arr, allow_pickle=False)
             zf.writestr(info, buf.getvalue())
 
 

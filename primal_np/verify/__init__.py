@@ -36,7 +36,10 @@ CheckFn = Callable[[], "CheckResult | Iterable[CheckResult]"]
 _REGISTRY: list[tuple[str, CheckFn]] = []
 
 # Modules whose import registers checks, in the order their rows are printed.
-_CHECK_MODULES = ("primal_np.verify.dual_checks",)
+_CHECK_MODULES = (
+    "primal_np.verify.dual_checks",
+    "primal_np.verify.ksvd_checks",
+)
 
 
 def register_check(group: str) -> Callable[[CheckFn], CheckFn]:

@@ -1,0 +1,276 @@
+"""Feature maps φ: R^d → R^p that factor an asymmetric kernel κ(x, z) = ⟨φ_q(x), φ_k(z)⟩.
+
+THEORY.md §1. Each map is a pure forward/backward pair acting on the last axis:
+
+    phi, cache = feature_map(x, ...)        x (..., d) → phi (..., p)
+    dx = feature_map_backward(dphi, cache)
+
+Maps provided:
+
+* ``cosine_normalize`` — φ(x) = x / max(‖x‖₂, 1e-12), p = d (PyTorch ``F.normalize``);
+  the map of the paper's experiments (applied to q(x) and k(x)).
+* ``identity_features`` — φ(x) = x, so κ is the bilinear form xᵀ W_qᵀ W_k z.
+* ``poly2_features`` — explicit degree-2 map with ⟨φ(x), φ(z)⟩ = (xᵀz + c)², p = 1 + d + d(d+1)/2.
+* ``positive_random_features`` — g(z) = exp(−‖z‖²/2)[exp(w_1ᵀz) … exp(w_mᵀz)]/√m,
+  w_l ~ N(0, I): E[⟨g(x), g(z)⟩] = exp(xᵀz) (the exponential kernel; Performer-style).
+
+``FEATURE_MAPS`` is a registry; ``register_feature_map`` adds a user's map and
+``check_feature_map`` gradient-checks any registered map with ``gradcheck``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._checks import check_finite, float_array, positive_int, result_dtype
+from .gradcheck import GradcheckReport, check_vjp
+
+__all__ = [
+    "NORMALIZE_EPS",
+    "cosine_normalize",
+    "cosine_normalize_backward",
+    "identity_features",
+    "identity_features_backward",
+    "poly2_features",
+    "poly2_features_backward",
+    "poly2_dim",
+    "draw_random_features",
+    "positive_random_features",
+    "positive_random_features_backward",
+    "FeatureMap",
+    "FEATURE_MAPS",
+    "register_feature_map",
+    "get_feature_map",
+    "check_feature_map",
+]
+
+NORMALIZE_EPS = 1e-12  # PyTorch F.normalize's default eps
+
+
+# --------------------------------------------------------------------------- cosine
+class CosineCache(NamedTuple):
+    y: np.ndarray  # (..., d) the normalised rows
+    denom: np.ndarray  # (..., 1) max(‖x‖, eps)
+    clamped: np.ndarray  # (..., 1) bool: ‖x‖ <= eps, where the denominator is the constant eps
+
+
+def cosine_normalize(x: np.ndarray, eps: float = NORMALIZE_EPS) -> tuple[np.ndarray, CosineCache]:
+    """φ(x) = x / max(‖x‖₂, eps) along the last axis (PyTorch ``F.normalize(x, dim=-1)``).
+
+    Shapes: x (..., d) → φ (..., d). Rows of norm ≤ eps (zero rows included) are divided
+    by eps instead, so no NaN arises.
+    """
+    x = float_array(x, "x", min_ndim=1)
+    dt = result_dtype(x)
+    x = x.astype(dt, copy=False)
+    norm = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
+    clamped = norm <= eps
+    denom = np.maximum(norm, dt.type(eps))
+    y = x / denom
+    return y, CosineCache(y, denom, clamped)
+
+
+def cosine_normalize_backward(dy: np.ndarray, cache: CosineCache) -> np.ndarray:
+    """VJP of ``cosine_normalize``. Forward was y = x/‖x‖ (when ‖x‖ > eps), so
+
+    dx = (dy − y (yᵀdy)) / ‖x‖;
+
+    where ‖x‖ ≤ eps the forward was y = x/eps, so dx = dy/eps.
+    """
+    y, denom, clamped = cache
+    proj = np.einsum("...i,...i->...", y, dy)[..., None]
+    dx = dy - np.where(clamped, 0.0, y * proj)
+    dx /= denom
+    return dx.astype(y.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- identity
+def identity_features(x: np.ndarray) -> tuple[np.ndarray, None]:
+    """φ(x) = x. Shapes: x (..., d) → φ (..., d)."""
+    x = float_array(x, "x", min_ndim=1)
+    return x.astype(result_dtype(x), copy=False), None
+
+
+def identity_features_backward(dy: np.ndarray, cache: None) -> np.ndarray:
+    """VJP of the identity map: dx = dy."""
+    return dy
+
+
+# --------------------------------------------------------------------------- polynomial
+class Poly2Cache(NamedTuple):
+    x: np.ndarray
+    c: float
+
+
+def poly2_dim(d: int) -> int:
+    """Feature dimension of ``poly2_features`` on inputs of dimension d."""
+    return 1 + d + d * (d + 1) // 2
+
+
+def poly2_features(x: np.ndarray, c: float = 1.0) -> tuple[np.ndarray, Poly2Cache]:
+    """Explicit degree-2 polynomial features, ⟨φ(x), φ(z)⟩ = (xᵀz + c)² exactly.
+
+    φ(x) = [c, √(2c)·x_1 … √(2c)·x_d, (w_ij x_i x_j)_{i≤j}] with w_ii = 1, w_ij = √2 (i<j),
+    pairs in ``np.triu_indices(d)`` order. Shapes: x (..., d) → φ (..., 1 + d + d(d+1)/2).
+    Requires c ≥ 0.
+    """
+    x = float_array(x, "x", min_ndim=1)
+    if not np.isfinite(c) or c < 0:
+        raise ValueError(f"c must be a finite number >= 0, got {c}")
+    dt = result_dtype(x)
+    x = x.astype(dt, copy=False)
+    d = x.shape[-1]
+    iu, ju = np.triu_indices(d)
+    w = np.where(iu == ju, 1.0, np.sqrt(2.0)).astype(dt)
+    const = np.full((*x.shape[:-1], 1), c, dtype=dt)
+    lin = dt.type(np.sqrt(2.0 * c)) * x
+    quad = w * x[..., iu] * x[..., ju]
+    return np.concatenate([const, lin, quad], axis=-1), Poly2Cache(x, float(c))
+
+
+def poly2_features_backward(dphi: np.ndarray, cache: Poly2Cache) -> np.ndarray:
+    """VJP of ``poly2_features``.
+
+    With G the d×d matrix holding w_ij·dφ_ij at (i, j), i ≤ j (zeros below the diagonal),
+    ∂/∂x of Σ_{i≤j} dφ_ij w_ij x_i x_j is (G + Gᵀ) x; the linear block adds √(2c)·dφ_lin.
+    """
+    x, c = cache
+    d = x.shape[-1]
+    iu, ju = np.triu_indices(d)
+    w = np.where(iu == ju, 1.0, np.sqrt(2.0))
+    g = np.zeros((*x.shape[:-1], d, d), dtype=x.dtype)
+    g[..., iu, ju] = dphi[..., 1 + d :] * w
+    sym = g + np.swapaxes(g, -1, -2)
+    dx = np.matmul(sym, x[..., None])[..., 0]
+    dx += np.sqrt(2.0 * c) * dphi[..., 1 : 1 + d]
+    return dx
+
+
+# --------------------------------------------------------------------------- random features
+class RandomFeatureCache(NamedTuple):
+    x: np.ndarray  # (..., d)
+    w: np.ndarray  # (m, d)
+    phi: np.ndarray  # (..., m)
+
+
+def draw_random_features(d: int, m: int, seed: int = 0, *, dtype=np.float64) -> np.ndarray:
+    """m i.i.d. projection vectors w_l ~ N(0, I_d), as an (m, d) array, seeded."""
+    d = positive_int(d, "d")
+    m = positive_int(m, "m")
+    return np.random.default_rng(seed).standard_normal((m, d)).astype(dtype)
+
+
+def positive_random_features(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, RandomFeatureCache]:
+    """Positive random features for the exponential kernel (THEORY.md §1).
+
+        g(z)_l = exp(w_lᵀ z − ‖z‖²/2) / √m,    l = 1..m
+
+    Since E_w[exp(wᵀ(x+z))] = exp(‖x+z‖²/2), E[⟨g(x), g(z)⟩] = exp(xᵀz) exactly, with
+    every feature positive. Shapes: x (..., d), w (m, d) → φ (..., m).
+    """
+    x = float_array(x, "x", min_ndim=1)
+    w = float_array(w, "w", ndim=2)
+    if w.shape[1] != x.shape[-1]:
+        raise ValueError(
+            f"w has shape {w.shape} (m, d) but x has d = {x.shape[-1]} (x shape {x.shape})"
+        )
+    dt = result_dtype(x, w)
+    expo = np.matmul(x, w.T, dtype=dt) - 0.5 * np.einsum("...i,...i->...", x, x)[..., None]
+    if np.max(expo, initial=-np.inf) > np.log(np.finfo(dt).max) - np.log(w.shape[0]):
+        raise ValueError(
+            "positive_random_features: exponent w·x − ‖x‖²/2 overflows; rescale x "
+            f"(max exponent {np.max(expo):.1f})"
+        )
+    phi = np.exp(expo) / dt.type(np.sqrt(w.shape[0]))
+    return phi, RandomFeatureCache(x, w, phi)
+
+
+def positive_random_features_backward(dphi: np.ndarray, cache: RandomFeatureCache) -> np.ndarray:
+    """VJP w.r.t. x: ∂g_l/∂z = g_l (w_l − z), so dz = (dφ∘φ) W − z Σ_l dφ_l φ_l."""
+    x, w, phi = cache
+    t = dphi * phi
+    return np.matmul(t, w) - x * t.sum(axis=-1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- registry
+class FeatureMap(NamedTuple):
+    """A registered map: ``forward(x, **params) -> (phi, cache)``, ``backward(dphi, cache) -> dx``.
+
+    ``make_params(d, seed)`` returns the keyword parameters the map needs for inputs of
+    dimension d (e.g. the random projections); None if it needs none.
+    """
+
+    name: str
+    forward: Callable[..., tuple[np.ndarray, Any]]
+    backward: Callable[[np.ndarray, Any], np.ndarray]
+    make_params: Callable[[int, int], dict] | None = None
+    description: str = ""
+
+
+FEATURE_MAPS: dict[str, FeatureMap] = {}
+
+
+def register_feature_map(
+    name: str,
+    forward: Callable[..., tuple[np.ndarray, Any]],
+    backward: Callable[[np.ndarray, Any], np.ndarray],
+    *,
+    make_params: Callable[[int, int], dict] | None = None,
+    description: str = "",
+    overwrite: bool = False,
+) -> FeatureMap:
+    """Add a feature map to ``FEATURE_MAPS`` (then ``check_feature_map(name)`` checks it)."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty string, got {name!r}")
+    if name in FEATURE_MAPS and not overwrite:
+        raise ValueError(f"feature map {name!r} is already registered (pass overwrite=True)")
+    fm = FeatureMap(name, forward, backward, make_params, description)
+    FEATURE_MAPS[name] = fm
+    return fm
+
+
+def get_feature_map(name: str) -> FeatureMap:
+    if name not in FEATURE_MAPS:
+        raise ValueError(f"unknown feature map {name!r}; registered: {', '.join(FEATURE_MAPS)}")
+    return FEATURE_MAPS[name]
+
+
+def check_feature_map(
+    name_or_map: str | FeatureMap,
+    *,
+    d: int = 3,
+    n: int = 4,
+    seed: int = 0,
+    mode: str = "elementwise",
+) -> GradcheckReport:
+    """Finite-difference check of a registered map's backward on random (n, d) inputs."""
+    fm = get_feature_map(name_or_map) if isinstance(name_or_map, str) else name_or_map
+    rng = np.random.default_rng(seed)
+    params = fm.make_params(d, seed) if fm.make_params else {}
+    x = 0.5 * rng.standard_normal((n, d))
+    phi, _ = fm.forward(x, **params)
+    check_finite(np.asarray(phi), f"{fm.name}(x)")
+    return check_vjp(
+        lambda x: fm.forward(x, **params), fm.backward, {"x": x}, ["x"], mode=mode, seed=seed
+    )
+
+
+register_feature_map(
+    "cosine", cosine_normalize, cosine_normalize_backward, description="x / max(‖x‖₂, 1e-12)"
+)
+register_feature_map(
+    "identity", identity_features, identity_features_backward, description="x (bilinear kernel)"
+)
+register_feature_map(
+    "poly2", poly2_features, poly2_features_backward, description="explicit map of (xᵀz + 1)²"
+)
+register_feature_map(
+    "positive_random",
+    positive_random_features,
+    positive_random_features_backward,
+    make_params=lambda d, seed: {"w": draw_random_features(d, 64, seed)},
+    description="exp(w·x − ‖x‖²/2)/√m, m = 64 by default: E⟨φ(x), φ(z)⟩ = exp(xᵀz)",
+)
