@@ -43,7 +43,25 @@ from .ksvd import (
     primal_weights_backward,
     shifted_eigen_residual,
 )
+from .ksvd_loss import (
+    CONVENTIONS,
+    KSVDConvention,
+    KSVDTerms,
+    ksvd_loss,
+    ksvd_loss_backward,
+    ksvd_terms_from_cache,
+)
+from .layer import primal_attention, primal_attention_backward
 from .mha import init_mha_params, mha_attention, mha_attention_backward
+from .objective import layer_objective
+from .params import (
+    PrimalAttentionConfig,
+    from_state_dict,
+    init_primal_attention_params,
+    load_state_dict,
+    save_state_dict,
+    to_state_dict,
+)
 from .primitives import (
     linear,
     linear_backward,
@@ -103,6 +121,21 @@ __all__ = [
     "check_vjp",
     "gradcheck",
     "taylor_test",
+    "CONVENTIONS",
+    "KSVDConvention",
+    "KSVDTerms",
+    "ksvd_loss",
+    "ksvd_loss_backward",
+    "ksvd_terms_from_cache",
+    "primal_attention",
+    "primal_attention_backward",
+    "layer_objective",
+    "PrimalAttentionConfig",
+    "from_state_dict",
+    "init_primal_attention_params",
+    "load_state_dict",
+    "save_state_dict",
+    "to_state_dict",
     "init_mha_params",
     "mha_attention",
     "mha_attention_backward",

@@ -32,6 +32,9 @@ __all__ = [
     "split_heads_backward",
     "merge_heads",
     "merge_heads_backward",
+    "RunningMeanCache",
+    "running_mean",
+    "running_mean_backward",
 ]
 
 
@@ -211,3 +214,33 @@ def merge_heads(x: np.ndarray) -> tuple[np.ndarray, SplitHeadsCache]:
 def merge_heads_backward(dy: np.ndarray, cache: SplitHeadsCache) -> np.ndarray:
     """VJP of ``merge_heads`` is ``split_heads``."""
     return split_heads(dy, cache.num_heads)[0]
+
+
+# --------------------------------------------------------------------------- running mean
+class RunningMeanCache(NamedTuple):
+    axis: int
+    counts: np.ndarray  # 1, 2, …, N shaped to broadcast along ``axis``
+
+
+def running_mean(x: np.ndarray, axis: int = -2) -> tuple[np.ndarray, RunningMeanCache]:
+    """Causal running mean along ``axis``: x̃_i = (1/i) Σ_{t≤i} x_t (1-indexed).
+
+    Shapes: x (..., N, d) with the default axis=-2 → same shape.
+    """
+    x = float_array(x, "x", min_ndim=1)
+    axis = axis % x.ndim
+    n = x.shape[axis]
+    shape = [1] * x.ndim
+    shape[axis] = n
+    counts = np.arange(1, n + 1, dtype=result_dtype(x)).reshape(shape)
+    y = np.cumsum(x, axis=axis, dtype=result_dtype(x))
+    y /= counts
+    return y, RunningMeanCache(axis, counts)
+
+
+def running_mean_backward(dy: np.ndarray, cache: RunningMeanCache) -> np.ndarray:
+    """VJP of ``running_mean``: dx_t = Σ_{i≥t} dy_i / i (a reverse cumulative sum)."""
+    axis, counts = cache
+    scaled = dy / counts
+    rev = np.flip(scaled, axis=axis)
+    return np.flip(np.cumsum(rev, axis=axis), axis=axis)

@@ -128,3 +128,14 @@ def test_bad_input_messages(rng):
         softmax(np.array([[0.0, np.nan]]))
     with pytest.raises(ValueError, match="not divisible by num_heads=4"):
         split_heads(rng.standard_normal((2, 6)), 4)
+
+
+def test_running_mean_values_and_vjp(rng):
+    from primal_np.primitives import running_mean, running_mean_backward
+
+    x = rng.standard_normal((2, 5, 3))
+    y, _ = running_mean(readonly(x))
+    for i in range(5):
+        np.testing.assert_allclose(y[:, i], x[:, : i + 1].mean(axis=1), rtol=1e-14)
+    check_vjp(running_mean, running_mean_backward, {"x": x}, ["x"]).assert_ok()
+    check_vjp(lambda x: running_mean(x, axis=0), running_mean_backward, {"x": x[0]}, ["x"]).assert_ok()

@@ -40,7 +40,11 @@ VERSION = 1
 PREFIXES = ("input", "param", "output", "cotangent", "grad")
 
 # Modules whose import registers cases, in manifest order.
-_CASE_MODULES = ("primal_np.golden.dual_cases", "primal_np.golden.ksvd_cases")
+_CASE_MODULES = (
+    "primal_np.golden.dual_cases",
+    "primal_np.golden.layer_cases",
+    "primal_np.golden.ksvd_cases",
+)
 
 
 class GoldenFormatError(ValueError):

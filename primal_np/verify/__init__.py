@@ -39,6 +39,7 @@ _REGISTRY: list[tuple[str, CheckFn]] = []
 _CHECK_MODULES = (
     "primal_np.verify.dual_checks",
     "primal_np.verify.ksvd_checks",
+    "primal_np.verify.layer_checks",
 )
 
 

@@ -1,0 +1,245 @@
+"""The KSVD loss that trains Primal-Attention, in the paper's and in each code convention.
+
+For layer l, batch element b and head h (one KSVD problem each), with scores
+e_{b,h,n}, r_{b,h,n} ∈ R^s and λ_h ∈ R^s:
+
+    j_{b,h} = red_n q(e_{b,h,n}) + red_n q(r_{b,h,n}) − T_{b,h}
+
+* quadratic q: "lambda_sq" — ½‖λ_h ⊙ e‖² (the authors' code: λ plays Λ^{1/2});
+  "Lambda" — ½ eᵀ diag(λ_h) e (the paper's ½ eᵀΛe).
+* token reduction red_n: "mean" (code) or "sum" (paper).
+* trace T: "params" — Tr(W_{e,h}ᵀ W_{r,h}) on the parameters (code flag ``trace_no_x``;
+  the paper's); "data" — Tr(W_{e|X}ᵀ W_{r|X}) on the data-dependent weights of (b, h)
+  (the LRA argument parser's default). With data-independent weights both are the same.
+* where the square goes:
+  "batch"   — L_l = (mean_{b,h} j_{b,h})²                (LRA, vision: mean inside the square)
+  "sample"  — L_l = reduce_b (mean_h j_{b,h})²            (time series, RL, language model)
+  "problem" — L_l = reduce_{b,h} j_{b,h}²                 (each sequence and head its own J)
+  with ``outer`` = "mean" or "sum" for reduce.
+* layers: L = mean_l L_l (code) or Σ_l L_l (paper).
+
+Presets (``CONVENTIONS``): "lra" (= "vision"): lambda_sq, mean, params, batch, layer mean;
+"lra_trace_x": the same with the trace on the data-dependent weights; "per_sample":
+lambda_sq, mean, params, sample (mean over b), layer mean; "paper": Lambda, sum, params,
+problem (sum over b, h), layer sum. The total loss is task + η·L.
+
+Equivalence (CONFORMANCE.md, discrepancy 1–2): mean_n ½‖λ⊙e_n‖² = ½ Σ_n e_nᵀ Λ' e_n with
+Λ' = diag(λ²)/N, so the code's j equals the paper's J with Λ_paper = λ²/N.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "KSVDConvention",
+    "CONVENTIONS",
+    "get_convention",
+    "KSVDTerms",
+    "KSVDGrads",
+    "ksvd_terms_from_cache",
+    "ksvd_loss",
+    "ksvd_loss_backward",
+]
+
+
+@dataclass(frozen=True)
+class KSVDConvention:
+    quadratic: str = "lambda_sq"  # "lambda_sq" | "Lambda"
+    tokens: str = "mean"  # "mean" | "sum"
+    trace: str = "params"  # "params" | "data"
+    square: str = "batch"  # "batch" | "sample" | "problem"
+    outer: str = "mean"  # "mean" | "sum"   (over b for "sample", over (b, h) for "problem")
+    layers: str = "mean"  # "mean" | "sum"
+
+    def __post_init__(self) -> None:
+        allowed = {
+            "quadratic": ("lambda_sq", "Lambda"),
+            "tokens": ("mean", "sum"),
+            "trace": ("params", "data"),
+            "square": ("batch", "sample", "problem"),
+            "outer": ("mean", "sum"),
+            "layers": ("mean", "sum"),
+        }
+        for field, options in allowed.items():
+            if getattr(self, field) not in options:
+                raise ValueError(f"KSVDConvention.{field} must be one of {options}, got {getattr(self, field)!r}")
+
+
+CONVENTIONS = {
+    "lra": KSVDConvention(),
+    "vision": KSVDConvention(),
+    "lra_trace_x": KSVDConvention(trace="data"),
+    "per_sample": KSVDConvention(square="sample"),
+    "paper": KSVDConvention(quadratic="Lambda", tokens="sum", square="problem", outer="sum", layers="sum"),
+}
+
+
+def get_convention(convention: str | KSVDConvention, *, trace_no_x: bool | None = None) -> KSVDConvention:
+    """A preset by name (see ``CONVENTIONS``) or a ``KSVDConvention``; ``trace_no_x`` overrides the trace."""
+    if isinstance(convention, str):
+        if convention not in CONVENTIONS:
+            raise ValueError(f"unknown KSVD convention {convention!r}; presets: {', '.join(CONVENTIONS)}")
+        convention = CONVENTIONS[convention]
+    if trace_no_x is not None:
+        convention = replace(convention, trace="params" if trace_no_x else "data")
+    return convention
+
+
+class KSVDTerms(NamedTuple):
+    """What one layer contributes to the loss."""
+
+    escore: np.ndarray  # (B, H, N, s)
+    rscore: np.ndarray  # (B, H, N, s)
+    lam: np.ndarray  # (H, s)
+    we: np.ndarray  # (H, n, s) or (H, p, s) parameters
+    wr: np.ndarray
+    we_x: np.ndarray | None = None  # (B, H, p, s) data-dependent weights, if any
+    wr_x: np.ndarray | None = None
+
+
+class KSVDGrads(NamedTuple):
+    escore: np.ndarray
+    rscore: np.ndarray
+    lam: np.ndarray
+    we: np.ndarray
+    wr: np.ndarray
+    we_x: np.ndarray | None
+    wr_x: np.ndarray | None
+
+
+def ksvd_terms_from_cache(cache) -> KSVDTerms:
+    """The KSVD inputs of a ``primal_attention`` forward (its ``PrimalCache``)."""
+    P = cache.params
+    return KSVDTerms(cache.escore, cache.rscore, P["lam"], P["we"], P["wr"], cache.we_x, cache.wr_x)
+
+
+def _quad(scores: np.ndarray, lam: np.ndarray, conv: KSVDConvention) -> np.ndarray:
+    """red_n q(score) per (b, h): (B, H)."""
+    w = lam**2 if conv.quadratic == "lambda_sq" else lam  # (H, s)
+    per_token = 0.5 * np.einsum("bhns,hs->bhn", scores * scores, w)
+    return per_token.mean(axis=-1) if conv.tokens == "mean" else per_token.sum(axis=-1)
+
+
+def _trace(t: KSVDTerms, conv: KSVDConvention, B: int) -> tuple[np.ndarray, bool]:
+    """T_{b,h} (B, H) and whether it is taken on the data-dependent weights."""
+    if conv.trace == "data" and t.we_x is not None:
+        return np.einsum("bhps,bhps->bh", t.we_x, t.wr_x), True
+    per_head = np.einsum("hns,hns->h", t.we, t.wr)
+    return np.broadcast_to(per_head, (B, per_head.shape[0])), False
+
+
+class _LayerCache(NamedTuple):
+    terms: KSVDTerms
+    j: np.ndarray  # (B, H)
+    on_data: bool
+
+
+class KSVDLossCache(NamedTuple):
+    convention: KSVDConvention
+    layers: list
+    per_layer: np.ndarray  # L_l
+
+
+def _check_terms(t: KSVDTerms, i: int) -> None:
+    if t.escore.ndim != 4 or t.escore.shape != t.rscore.shape:
+        raise ValueError(
+            f"layer {i}: escore and rscore must both be (B, H, N, s); got {t.escore.shape}, {t.rscore.shape}"
+        )
+    B, H, N, s = t.escore.shape
+    if t.lam.shape != (H, s):
+        raise ValueError(f"layer {i}: lam must be (H, s) = {(H, s)}, got {t.lam.shape}")
+    if t.we.shape != t.wr.shape or t.we.shape[0] != H or t.we.shape[2] != s:
+        raise ValueError(f"layer {i}: we, wr must be (H, n, s); got {t.we.shape}, {t.wr.shape}")
+
+
+def ksvd_loss(
+    layers: Sequence[KSVDTerms], convention: str | KSVDConvention = "lra", *, trace_no_x: bool | None = None
+) -> tuple[float, KSVDLossCache]:
+    """The KSVD loss over the primal layers (multiply by η and add to the task loss).
+
+    Returns (loss, cache); ``cache.per_layer`` holds each layer's L_l.
+    """
+    conv = get_convention(convention, trace_no_x=trace_no_x)
+    if len(layers) == 0:
+        raise ValueError("ksvd_loss needs at least one layer's terms")
+    caches, per_layer = [], []
+    for i, t in enumerate(layers):
+        _check_terms(t, i)
+        B = t.escore.shape[0]
+        T, on_data = _trace(t, conv, B)
+        j = _quad(t.escore, t.lam, conv) + _quad(t.rscore, t.lam, conv) - T
+        if conv.square == "batch":
+            L = j.mean() ** 2
+        elif conv.square == "sample":
+            sq = j.mean(axis=1) ** 2
+            L = sq.mean() if conv.outer == "mean" else sq.sum()
+        else:
+            sq = j**2
+            L = sq.mean() if conv.outer == "mean" else sq.sum()
+        caches.append(_LayerCache(t, j, on_data))
+        per_layer.append(L)
+    per = np.asarray(per_layer, dtype=np.float64)
+    loss = per.mean() if conv.layers == "mean" else per.sum()
+    return float(loss), KSVDLossCache(conv, caches, per)
+
+
+def ksvd_loss_backward(dloss: float, cache: KSVDLossCache) -> list[KSVDGrads]:
+    """Gradients of dloss·L for each layer: escore, rscore, lam, we, wr, we_x, wr_x.
+
+    With g = ∂L/∂j_{b,h} (from the square and the reductions):
+        ∂/∂e_{b,h,n,l} = g·w_n·c_l·e_{b,h,n,l},   c = λ² ("lambda_sq") or λ ("Lambda"),
+                                                   w_n = 1/N ("mean") or 1 ("sum")
+        ∂/∂λ_{h,l} = Σ_b g·w·Σ_n (λ_l e² or ½e²) (+ the same for r)
+        ∂/∂W_{e,h} = −(Σ_b g) W_{r,h}  (trace on params) or ∂/∂W_{e|X,b,h} = −g W_{r|X,b,h}
+    we_x/wr_x entries are None when the trace is on the parameters.
+    """
+    conv = cache.convention
+    nl = len(cache.layers)
+    dlayer = dloss / nl if conv.layers == "mean" else dloss
+    out = []
+    for lc in cache.layers:
+        t, j = lc.terms, lc.j
+        B, H, N, s = t.escore.shape
+        if conv.square == "batch":
+            g = np.full((B, H), 2.0 * j.mean() / (B * H))
+        elif conv.square == "sample":
+            scale = 1.0 / B if conv.outer == "mean" else 1.0
+            g = np.broadcast_to((2.0 * j.mean(axis=1) * scale / H)[:, None], (B, H)).copy()
+        else:
+            scale = 1.0 / (B * H) if conv.outer == "mean" else 1.0
+            g = 2.0 * j * scale
+        g *= dlayer
+        w = 1.0 / N if conv.tokens == "mean" else 1.0
+        coef = t.lam**2 if conv.quadratic == "lambda_sq" else t.lam  # (H, s)
+        gw = (g * w)[:, :, None, None]
+        d_e = gw * coef[None, :, None, :] * t.escore
+        d_r = gw * coef[None, :, None, :] * t.rscore
+        sq = np.einsum("bhns->bhs", t.escore**2) + np.einsum("bhns->bhs", t.rscore**2)
+        per_l = t.lam[None] * sq if conv.quadratic == "lambda_sq" else 0.5 * sq
+        d_lam = np.einsum("bh,bhs->hs", g * w, per_l)
+        if lc.on_data:
+            d_we_x = -g[:, :, None, None] * t.wr_x
+            d_wr_x = -g[:, :, None, None] * t.we_x
+            d_we, d_wr = np.zeros_like(t.we), np.zeros_like(t.wr)
+        else:
+            gh = g.sum(axis=0)[:, None, None]  # (H, 1, 1)
+            d_we, d_wr = -gh * t.wr, -gh * t.we
+            d_we_x = d_wr_x = None
+        dt = t.escore.dtype
+        out.append(
+            KSVDGrads(
+                d_e.astype(dt, copy=False),
+                d_r.astype(dt, copy=False),
+                d_lam.astype(dt, copy=False),
+                d_we.astype(dt, copy=False),
+                d_wr.astype(dt, copy=False),
+                None if d_we_x is None else d_we_x.astype(dt, copy=False),
+                None if d_wr_x is None else d_wr_x.astype(dt, copy=False),
+            )
+        )
+    return out

@@ -1,0 +1,54 @@
+"""One Primal-Attention layer and its KSVD loss as a single objective, with its gradient.
+
+    objective = Σ ⟨cotangent, y⟩ + η · ksvd_loss([layer terms], convention)
+
+This is the quantity the golden layer cases store gradients of, and a compact way to
+run the layer's forward and complete backward (every parameter, and the input) at once.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .ksvd_loss import KSVDConvention, ksvd_loss, ksvd_loss_backward, ksvd_terms_from_cache
+from .layer import primal_attention, primal_attention_backward
+from .params import PrimalAttentionConfig
+
+__all__ = ["LayerObjective", "layer_objective"]
+
+
+class LayerObjective(NamedTuple):
+    out: np.ndarray  # (B, N, D)
+    escore: np.ndarray  # (B, H, N, s)
+    rscore: np.ndarray
+    ksvd_loss: float
+    value: float  # Σ⟨cotangent, out⟩ + η·ksvd_loss
+    dx: np.ndarray
+    grads: dict  # by internal parameter name
+
+
+def layer_objective(
+    x: np.ndarray,
+    params: dict[str, np.ndarray],
+    config: PrimalAttentionConfig,
+    *,
+    cotangent: np.ndarray,
+    eta: float,
+    convention: str | KSVDConvention = "lra",
+    trace_no_x: bool | None = None,
+    mask: np.ndarray | None = None,
+) -> LayerObjective:
+    """Forward and complete backward of Σ⟨cotangent, y⟩ + η·KSVD for one layer."""
+    y, cache = primal_attention(x, params, config, mask=mask)
+    loss, lcache = ksvd_loss([ksvd_terms_from_cache(cache)], convention, trace_no_x=trace_no_x)
+    (lg,) = ksvd_loss_backward(eta, lcache)
+    dx, grads = primal_attention_backward(
+        cotangent, cache, d_escore=lg.escore, d_rscore=lg.rscore, d_we_x=lg.we_x, d_wr_x=lg.wr_x
+    )
+    grads["lam"] = grads["lam"] + lg.lam
+    grads["we"] = grads["we"] + lg.we
+    grads["wr"] = grads["wr"] + lg.wr
+    value = float(np.sum(cotangent * y)) + eta * loss
+    return LayerObjective(y, cache.escore, cache.rscore, loss, value, dx, grads)

@@ -1,0 +1,261 @@
+"""Primal-Attention layer configuration, initialisation and the authors' state-dict layouts.
+
+Internal parameter names (generic across variants) and the authors' names (CONFORMANCE.md):
+
+| internal | shape | LRA ``Attention`` | vision ``PrimalAttention`` | causal ``Primal_attention`` |
+|---|---|---|---|---|
+| wq, bq | (D, D), (D,) | W_q.weight, W_q.bias | — | query_projection.weight/.bias |
+| wk, bk | (D, D), (D,) | W_k.weight, W_k.bias | — | key_projection.weight/.bias |
+| wqk, bqk | (2D, D), (2D,) | — | qk.weight, qk.bias (only if qk_bias) | — |
+| we, wr | (H, n, s) or (H, p, s) | We, Wr | we, wr | We, Wr |
+| lam | (H, s) | attn.Lambda | Lambda | Lambda |
+| wc, bc | (p, 2s), (p,) | attn.concate_weight.weight/.bias | concate_weight.weight/.bias | concate_weight.weight/.bias |
+| wo, bo | (D, D), (D,) | ff.weight, ff.bias | proj.weight, proj.bias | out_projection.weight/.bias |
+
+D = H·p. With data-dependent weights n = s·m (LRA) or min(N, s·m) (vision); with
+data-independent weights the second axis of we, wr is p.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._checks import positive_int
+from .init import orthogonal, torch_linear_init, trunc_normal, uniform_lambda
+
+__all__ = [
+    "VARIANTS",
+    "PrimalAttentionConfig",
+    "init_primal_attention_params",
+    "param_shapes",
+    "to_state_dict",
+    "from_state_dict",
+    "save_state_dict",
+    "load_state_dict",
+    "check_params",
+]
+
+VARIANTS = ("lra", "vision", "causal")
+
+_AUTHOR_NAMES = {
+    "lra": {
+        "wq": "W_q.weight", "bq": "W_q.bias", "wk": "W_k.weight", "bk": "W_k.bias",
+        "we": "We", "wr": "Wr", "lam": "attn.Lambda",
+        "wc": "attn.concate_weight.weight", "bc": "attn.concate_weight.bias",
+        "wo": "ff.weight", "bo": "ff.bias",
+    },
+    "vision": {
+        "wqk": "qk.weight", "bqk": "qk.bias", "we": "we", "wr": "wr", "lam": "Lambda",
+        "wc": "concate_weight.weight", "bc": "concate_weight.bias",
+        "wo": "proj.weight", "bo": "proj.bias",
+    },
+    "causal": {
+        "wq": "query_projection.weight", "bq": "query_projection.bias",
+        "wk": "key_projection.weight", "bk": "key_projection.bias",
+        "we": "We", "wr": "Wr", "lam": "Lambda",
+        "wc": "concate_weight.weight", "bc": "concate_weight.bias",
+        "wo": "out_projection.weight", "bo": "out_projection.bias",
+    },
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PrimalAttentionConfig:
+    """Shape and variant of one Primal-Attention layer.
+
+    dim: D = H·p. num_heads: H. low_rank: s. rank_multi: m (n = s·m sampled tokens).
+    variant: "lra" (separate biased Q, K projections, padding mask), "vision" (fused
+        ``qk`` projection, n = min(N, s·m) with all tokens when N ≤ s·m), or "causal"
+        (running means of q and k, data-independent weights).
+    data_dependent: W_{e|X} = Fᵀ W_e (default for lra/vision); False uses W_e ∈ R^{p×s}
+        directly (the only choice for causal, where sampling F would see future tokens).
+    qk_bias: vision only; the authors' default is False.
+    num_tokens: vision with data-dependent weights only: the N the layer is built for,
+        which fixes n = min(N, s·m) and so the parameter shapes.
+    """
+
+    dim: int
+    num_heads: int
+    low_rank: int
+    rank_multi: int = 10
+    variant: str = "lra"
+    data_dependent: bool | None = None
+    qk_bias: bool = False
+    num_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        positive_int(self.dim, "dim")
+        positive_int(self.num_heads, "num_heads")
+        positive_int(self.low_rank, "low_rank")
+        positive_int(self.rank_multi, "rank_multi")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.data_dependent is None:
+            object.__setattr__(self, "data_dependent", self.variant != "causal")
+        if self.variant == "causal" and self.data_dependent:
+            raise ValueError(
+                "variant 'causal' needs data_dependent=False: F samples tokens from the whole "
+                "sequence, so W_{e|X} = Fᵀ W_e would see future tokens"
+            )
+        if not self.data_dependent and self.low_rank > self.head_dim:
+            raise ValueError(
+                f"low_rank {self.low_rank} exceeds the head dim p = {self.head_dim}: with "
+                "data-independent weights W_e ∈ R^(p×s) has rank at most p"
+            )
+        if self.qk_bias and self.variant != "vision":
+            raise ValueError("qk_bias applies to the vision variant only")
+        if self.variant == "vision" and self.data_dependent:
+            if self.num_tokens is None:
+                raise ValueError(
+                    "the vision variant with data-dependent weights needs num_tokens (N), which "
+                    "fixes n = min(N, s·rank_multi)"
+                )
+            positive_int(self.num_tokens, "num_tokens")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def num_samples(self) -> int:
+        """Second axis of we, wr: n (data-dependent) or p (data-independent)."""
+        if not self.data_dependent:
+            return self.head_dim
+        n = self.low_rank * self.rank_multi
+        if self.variant == "vision":
+            assert self.num_tokens is not None
+            return min(self.num_tokens, n)
+        return n
+
+
+def param_shapes(config: PrimalAttentionConfig) -> dict[str, tuple[int, ...]]:
+    """Internal parameter name → shape for this configuration."""
+    D, H, p, s, n = config.dim, config.num_heads, config.head_dim, config.low_rank, config.num_samples
+    shapes: dict[str, tuple[int, ...]] = {}
+    if config.variant == "vision":
+        shapes["wqk"] = (2 * D, D)
+        if config.qk_bias:
+            shapes["bqk"] = (2 * D,)
+    else:
+        shapes.update({"wq": (D, D), "bq": (D,), "wk": (D, D), "bk": (D,)})
+    shapes.update({"we": (H, n, s), "wr": (H, n, s), "lam": (H, s), "wc": (p, 2 * s), "bc": (p,)})
+    shapes.update({"wo": (D, D), "bo": (D,)})
+    return shapes
+
+
+def init_primal_attention_params(
+    config: PrimalAttentionConfig,
+    *,
+    seed: int = 0,
+    dtype: np.dtype | type = np.float64,
+    linear_init: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Seeded initialisation with the authors' distributions.
+
+    we, wr: ``orthogonal`` on (H, n, s), i.e. orthonormal rows of the H × (n·s) flattening.
+    lam: U(0, 1). Linear layers: ``linear_init="torch"`` (PyTorch default, U(±1/sqrt(fan_in))
+    for weights and biases) or ``"trunc_normal"`` (std 0.02, zero bias; the vision code's
+    re-initialisation). Default: "trunc_normal" for vision, "torch" otherwise.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = param_shapes(config)
+    mode = linear_init or ("trunc_normal" if config.variant == "vision" else "torch")
+    if mode not in ("torch", "trunc_normal"):
+        raise ValueError(f"linear_init must be 'torch' or 'trunc_normal', got {mode!r}")
+
+    def lin(w: str, b: str | None) -> None:
+        out_f, in_f = shapes[w]
+        if mode == "torch":
+            params[w], bias = torch_linear_init(rng, in_f, out_f, bias=b is not None, dtype=dtype)
+        else:
+            params[w] = trunc_normal(rng, (out_f, in_f), std=0.02, dtype=dtype)
+            bias = np.zeros(out_f, dtype=dtype)
+        if b is not None:
+            params[b] = bias
+
+    params: dict[str, np.ndarray] = {}
+    if config.variant == "vision":
+        lin("wqk", "bqk" if config.qk_bias else None)
+    else:
+        lin("wq", "bq")
+        lin("wk", "bk")
+    params["we"] = orthogonal(rng, shapes["we"], dtype=dtype)
+    params["wr"] = orthogonal(rng, shapes["wr"], dtype=dtype)
+    params["lam"] = uniform_lambda(rng, shapes["lam"], dtype=dtype)
+    lin("wc", "bc")
+    lin("wo", "bo")
+    return {k: params[k] for k in shapes}
+
+
+def to_state_dict(
+    params: Mapping[str, np.ndarray], config: PrimalAttentionConfig, prefix: str = ""
+) -> dict[str, np.ndarray]:
+    """Internal names → the authors' state-dict names (plain arrays, their layouts)."""
+    names = _AUTHOR_NAMES[config.variant]
+    check_params(params, config)
+    return {prefix + names[k]: np.asarray(v) for k, v in params.items()}
+
+
+def from_state_dict(
+    state: Mapping[str, object], config: PrimalAttentionConfig, prefix: str = ""
+) -> dict[str, np.ndarray]:
+    """The authors' state dict (arrays, or anything ``np.asarray`` accepts) → internal params.
+
+    Every expected key must be present with its exact shape, and no other key under
+    ``prefix`` may appear; errors name the key and both shapes.
+    """
+    names = _AUTHOR_NAMES[config.variant]
+    shapes = param_shapes(config)
+    expected = {prefix + names[k]: k for k in shapes}
+    ours = {k for k in state if k.startswith(prefix)}
+    missing = sorted(set(expected) - ours)
+    extra = sorted(ours - set(expected))
+    if missing:
+        raise KeyError(f"state dict is missing {missing} for the {config.variant} layer")
+    if extra:
+        raise KeyError(f"state dict has unexpected entries {extra} for the {config.variant} layer")
+    params = {}
+    for key, internal in expected.items():
+        arr = np.asarray(state[key])
+        if arr.shape != shapes[internal]:
+            raise ValueError(f"state dict entry {key!r} has shape {arr.shape}, expected {shapes[internal]}")
+        if arr.dtype.kind != "f":
+            raise TypeError(f"state dict entry {key!r} must be floating, got dtype {arr.dtype}")
+        params[internal] = arr
+    return params
+
+
+def check_params(params: Mapping[str, np.ndarray], config: PrimalAttentionConfig) -> None:
+    """Raise KeyError / ValueError naming the parameter if ``params`` does not fit ``config``."""
+    shapes = param_shapes(config)
+    missing = sorted(set(shapes) - set(params))
+    extra = sorted(set(params) - set(shapes))
+    if missing or extra:
+        raise KeyError(
+            f"parameters do not fit the {config.variant} layer: missing {missing}, unexpected {extra}"
+        )
+    for k, shape in shapes.items():
+        got = np.shape(params[k])
+        if got != shape:
+            raise ValueError(f"parameter {k!r} has shape {got}, expected {shape} for {config}")
+
+
+def save_state_dict(
+    path, params: Mapping[str, np.ndarray], config: PrimalAttentionConfig, prefix: str = ""
+) -> None:
+    """Write the parameters under the authors' names to an ``.npz`` (no pickling)."""
+    np.savez(path, **to_state_dict(params, config, prefix))
+
+
+def load_state_dict(path, config: PrimalAttentionConfig, prefix: str = "") -> dict[str, np.ndarray]:
+    """Read an ``.npz`` of the authors' names (e.g. saved from ``module.state_dict()`` as
+    ``np.savez(path, **{k: v.numpy() for k, v in sd.items()})``) into internal params.
+    Never unpickles; entries outside ``prefix`` are ignored."""
+    with np.load(path, allow_pickle=False) as data:
+        state = {k: data[k] for k in data.files if k.startswith(prefix)}
+    return from_state_dict(state, config, prefix)
