@@ -1,4 +1,4 @@
-"""Command line: ``python -m primal_np {verify,golden} ...``."""
+"""Command line: ``python -m primal_np {verify,golden export,golden check} ...``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,23 @@ def _cmd_golden_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_golden_check(args: argparse.Namespace) -> int:
+    from .golden import GoldenFormatError
+    from .golden.check import check_candidate
+
+    try:
+        report = check_candidate(
+            args.directory, args.candidate, case=args.case, precision=args.dtype, k=args.k
+        )
+    except (GoldenFormatError, ValueError) as exc:
+        print(f"golden check: {exc}", file=sys.stderr)
+        return 2
+    print(report.to_json() if args.json else report)
+    if not report.ok:
+        print(f"golden check: {args.candidate}: {report.summary()}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m primal_np",
@@ -75,6 +92,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--case", action="append", metavar="NAME", help="export only this case (repeatable)"
     )
     ge.set_defaults(func=_cmd_golden_export)
+    gc = gsub.add_parser(
+        "check",
+        help="compare a candidate .npz with a golden case",
+        description="Compare a candidate .npz (the case's output.* / grad.* arrays, computed by "
+        "the implementation under test from the case's input.*, param.* and cotangent.* "
+        "arrays) with a case of DIR. Prints a table (array, max abs error, max rel error, "
+        "bound, pass/fail, worst index). float64: pass iff max|c-r| <= 1e-10*max|r| + 1e-12. "
+        "float32/float16/bfloat16: pass iff max|c-r| <= K*max|p-r| + 2*eps*max|r| + 1e-12, "
+        "p = primal_np's own result in that precision (docs/validation.md).",
+        epilog="Exit status: 0 every array within its bound; 1 an array is outside its bound, "
+        "missing, misshapen, of a wrong dtype or not finite (named in the table); 2 the "
+        "directory or candidate could not be read (one-line error). Files are never "
+        "unpickled.",
+    )
+    gc.add_argument("directory", metavar="DIR", help="a directory written by golden export")
+    gc.add_argument("--candidate", required=True, metavar="FILE.npz", help="the candidate's arrays")
+    gc.add_argument(
+        "--case",
+        metavar="NAME",
+        help="the case to compare with; default: the file name <case>.npz or "
+        "<case>.<anything>.npz names it",
+    )
+    gc.add_argument(
+        "--dtype",
+        choices=["float64", "float32", "float16", "bfloat16"],
+        help="the precision the candidate computed in; wins over the default, which is "
+        "inferred from the candidate arrays' dtype (store bfloat16 results as float32 "
+        "and pass --dtype bfloat16)",
+    )
+    gc.add_argument(
+        "--k",
+        type=float,
+        default=2.0,
+        metavar="K",
+        help="low precision: allowed multiple of primal_np's own error (default 2)",
+    )
+    gc.add_argument("--json", action="store_true", help="print the report as JSON")
+    gc.set_defaults(func=_cmd_golden_check)
     return parser
 
 

@@ -1,0 +1,382 @@
+"""The comparison policy: is a candidate implementation's result close enough to primal_np's?
+
+``compare(candidate, reference, precision=...)`` compares named arrays (float64
+references, for example a golden case's ``output.*`` and ``grad.*``) and returns a
+``CompareReport``: per array the max absolute, max relative and mean absolute error,
+the worst index with both values, the bound used and pass/fail. Missing arrays,
+wrong shapes, non-floating dtypes and NaN/inf in the candidate are failing rows
+that name the problem, never exceptions. ``str(report)`` is a table;
+``report.to_json()`` / ``report.as_dict()`` the machine-readable form.
+
+Errors are measured relative to the size of the reference array, not entry by entry
+(an entry-wise ratio explodes at entries that are zero in exact arithmetic):
+
+    err   = max_i |c_i − r_i|        rel = err / max_i |r_i|
+
+**float64 candidates**: pass iff ``err ≤ rtol · max|r| + atol`` with ``rtol = 1e-10``,
+``atol = 1e-12``. Two correct float64 evaluations differ only by rounding: each
+operation contributes a relative error of at most u = 2⁻⁵³ ≈ 1.1e-16, and different
+summation orders or BLAS kernels change results at that level. The golden cases and
+the adapter grids are small (sums of at most a few dozen terms) with O(1) inputs and
+logits, so the condition numbers are modest (≲ 10²) and two correct implementations
+agree to ~1e-13 relative (PyTorch's float64 SDPA and its gradients agree with
+primal_np to 1.2e-15 on the adapters' default grid, 10 seeds). 1e-10 leaves three orders of magnitude of margin and
+still catches an error of 1e-4 (or 1e-8) by orders of magnitude. ``atol`` only
+matters for arrays that are zero in exact arithmetic, where both sides hold
+rounding noise of order u times the O(1) intermediates.
+
+**float32 / float16 / bfloat16 candidates** (the flash-attention rule): pass iff
+
+    err(candidate) ≤ k · err(primal_np in that precision) + floor_eps · eps · max|r| + atol
+
+with both errors measured against the same float64 reference, ``k = 2`` and
+``floor_eps = 2`` by default, eps the machine epsilon of the precision (2⁻²³,
+2⁻¹⁰, 2⁻⁷). The bound is not guessed from the precision alone: it is what primal_np
+itself achieves in that precision on the same inputs, so it scales with how
+ill-conditioned the case is. The floor keeps the bound from collapsing where
+primal_np happens to be nearly exact: 2 · eps · max|r| is two to four ulps of the
+largest reference entry.
+
+primal_np's low-precision result comes from ``emulate_precision``: the floating
+inputs are rounded to the precision, the computation runs in float32, and the
+outputs are rounded to the precision. For float32 this is plain float32
+arithmetic. NumPy has neither float16 BLAS nor bfloat16: float16 inputs and outputs
+are rounded to float16 and the arithmetic is float32 (as primal_np's ops do for
+float16 inputs); bfloat16 is emulated by rounding float32 values to bfloat16
+(round-to-nearest-even on the upper 16 bits of the float32 bit pattern) before and
+after a float32 computation. This models a kernel that stores inputs and outputs in
+the low precision and accumulates in float32; a kernel that also rounds
+intermediates (for example P before P·V) may need a larger k.
+
+Worked example (case dual_attention_masked, float32, array grad.q; NumPy 2.4 with
+OpenBLAS, PyTorch 2.13 CPU): max|r| = 1.3813 and primal_np's own float32 error is
+1.7525e-07, so the bound is
+
+    2 · 1.7525e-07 + 2 · 2⁻²³ · 1.3813 + 1e-12 = 3.5049e-07 + 3.2932e-07 = 6.7981e-07
+
+(4.9e-07 relative). PyTorch's float32 ``scaled_dot_product_attention`` gradient is
+off by 2.5906e-07 and passes (0.38 of the bound); a gradient off by 1e-4 relative
+(1.4e-04) fails by a factor of 200.
+
+Calibration and limits: on the adapters' default grid (10 seeds) PyTorch 2.13's
+float32, float16 and bfloat16 SDPA (forward and autograd backward) reach at most
+0.60, 0.33 and 0.32 of the bound. On larger problems the maximum error of a correct
+kernel fluctuates more: at N = M = 64, d = 32 PyTorch's float32 gradients needed
+k > 2 on 3 of 20 seeds (k = 2.03, 3.03 and 4.26; the median seed needs 1.1). Pass a
+larger k (5) for such sizes; the float64 bound needs no such allowance. An array that is exactly zero in exact arithmetic (dq when every
+query sees a single key) has no scale for a relative bound; avoid such cases or
+set ``atol``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "RTOL_FLOAT64",
+    "ATOL",
+    "DEFAULT_K",
+    "FLOOR_EPS",
+    "PRECISIONS",
+    "ArrayResult",
+    "CompareReport",
+    "compare",
+    "round_to_precision",
+    "emulate_precision",
+]
+
+RTOL_FLOAT64 = 1e-10
+ATOL = 1e-12
+DEFAULT_K = 2.0
+FLOOR_EPS = 2.0
+
+# name -> (machine epsilon, significand bits including the implicit one)
+PRECISIONS: dict[str, tuple[float, int]] = {
+    "float64": (2.0**-52, 53),
+    "float32": (2.0**-23, 24),
+    "float16": (2.0**-10, 11),
+    "bfloat16": (2.0**-7, 8),
+}
+_STORAGE_BITS = {np.dtype(np.float64): 53, np.dtype(np.float32): 24, np.dtype(np.float16): 11}
+
+
+def _check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def round_to_precision(x: np.ndarray, precision: str) -> np.ndarray:
+    """Round floating ``x`` to the nearest value representable in ``precision``.
+
+    Returns float64 for "float64", float32 for "float32", float16 for "float16" and
+    float32 holding bfloat16 values for "bfloat16" (NumPy has no bfloat16 dtype).
+    bfloat16 rounding first rounds to float32 (exact for float32 input), then
+    rounds to nearest, ties to even, on the upper 16 bits of the float32 bit
+    pattern; NaN stays NaN, values beyond the bfloat16 range become ±inf.
+    """
+    _check_precision(precision)
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")
+    with np.errstate(over="ignore"):  # overflow to ±inf is the documented rounding
+        if precision in ("float64", "float32", "float16"):
+            return x.astype(precision)
+        f = np.ascontiguousarray(x, dtype=np.float32)
+    nan = np.isnan(f)
+    bits = np.where(nan, np.float32(0), f).view(np.uint32)
+    bits = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+    out = (bits & np.uint32(0xFFFF0000)).view(np.float32)
+    out[nan] = np.nan
+    return out
+
+
+def emulate_precision(
+    run: Callable[[dict[str, np.ndarray], np.dtype], Mapping[str, np.ndarray]],
+    inputs: Mapping[str, np.ndarray],
+    precision: str,
+) -> dict[str, np.ndarray]:
+    """primal_np's own result in ``precision``: round inputs, compute, round outputs.
+
+    ``run(arrays, dtype)`` computes the outputs (for example ``GoldenCase.recompute``).
+    Floating ``inputs`` are rounded to ``precision``; other arrays (boolean masks)
+    pass unchanged. For "float64" the computation runs in float64, otherwise in
+    float32 (see the module docstring). Returns the outputs, rounded to the
+    precision, as float64 arrays.
+    """
+    _check_precision(precision)
+    compute = np.dtype(np.float64 if precision == "float64" else np.float32)
+    arrays = {
+        n: round_to_precision(a, precision).astype(compute)
+        if np.asarray(a).dtype.kind == "f"
+        else a
+        for n, a in inputs.items()
+    }
+    outs = run(arrays, compute)
+    return {
+        n: round_to_precision(np.asarray(o), precision).astype(np.float64) for n, o in outs.items()
+    }
+
+
+@dataclass
+class ArrayResult:
+    """Verdict on one array. ``problem`` names a failure other than a too-large error."""
+
+    name: str
+    passed: bool
+    problem: str | None = None
+    shape: tuple[int, ...] | None = None
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    mean_abs_err: float | None = None
+    worst_index: tuple[int, ...] | None = None
+    candidate_value: float | None = None
+    reference_value: float | None = None
+    bound: float | None = None
+    own_err: float | None = None  # primal_np's own error in the precision (low precision only)
+    ref_scale: float | None = None  # max |reference|
+
+
+@dataclass
+class CompareReport:
+    """Result of ``compare``; ``ok`` is True iff every array passed."""
+
+    precision: str
+    rule: str
+    rows: list[ArrayResult] = field(default_factory=list)
+    title: str = ""
+    ignored: list[str] = field(default_factory=list)  # candidate arrays with no reference
+
+    @property
+    def ok(self) -> bool:
+        return all(r.passed for r in self.rows)
+
+    @property
+    def failures(self) -> list[ArrayResult]:
+        return [r for r in self.rows if not r.passed]
+
+    def assert_ok(self) -> CompareReport:
+        if not self.ok:
+            raise AssertionError("comparison failed\n" + str(self))
+        return self
+
+    def summary(self) -> str:
+        """One line: PASS, or FAIL with each failing array and its problem."""
+        if self.ok:
+            return f"PASS ({len(self.rows)} arrays)"
+        parts = [f"{r.name}: {r.problem or 'outside bound'}" for r in self.failures]
+        return f"FAIL ({len(parts)} of {len(self.rows)} arrays): " + "; ".join(parts)
+
+    def as_dict(self) -> dict:
+        return {
+            "title": self.title,
+            "ok": self.ok,
+            "precision": self.precision,
+            "rule": self.rule,
+            "ignored": list(self.ignored),
+            "arrays": [asdict(r) for r in self.rows],
+        }
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.as_dict(), **({"indent": 2} | kwargs))
+
+    def __str__(self) -> str:
+        cols = ["array", "max abs err", "max rel err", "mean abs err", "bound"]
+        low = self.precision != "float64"
+        cols += ["primal_np err"] * low + ["result", "worst index: candidate vs reference"]
+        table = [cols]
+        for r in self.rows:
+            if r.problem is not None and r.max_abs_err is None:
+                table.append([r.name, *["-"] * (len(cols) - 3), "FAIL", r.problem])
+                continue
+            nums = [r.max_abs_err, r.max_rel_err, r.mean_abs_err, r.bound]
+            nums += [r.own_err] * low
+            worst = "-"
+            if r.candidate_value is not None:
+                worst = f"{r.worst_index}: {r.candidate_value:.10g} vs {r.reference_value:.10g}"
+            if r.problem:
+                worst = f"{r.problem}; {worst}"
+            table.append(
+                [r.name, *(f"{x:.4e}" for x in nums), "pass" if r.passed else "FAIL", worst]
+            )
+        widths = [max(len(row[i]) for row in table) for i in range(len(cols) - 1)]
+        lines = [self.title] if self.title else []
+        lines.append(f"precision {self.precision}; pass iff {self.rule}")
+        for j, row in enumerate(table):
+            cells = [row[0].ljust(widths[0])] + [
+                c.rjust(w) for c, w in zip(row[1:-1], widths[1:], strict=True)
+            ]
+            lines.append("  ".join([*cells, row[-1]]))
+            if j == 0:
+                lines.append("-" * (sum(widths) + 2 * len(widths) + len(row[-1])))
+        if self.ignored:
+            lines.append("ignored (no reference array): " + ", ".join(self.ignored))
+        lines.append(self.summary())
+        return "\n".join(lines)
+
+
+def _rule(precision: str, k: float, rtol: float, atol: float, floor_eps: float) -> str:
+    if precision == "float64":
+        return f"max|c-r| <= {rtol:g}*max|r| + {atol:g}"
+    return (
+        f"max|c-r| <= {k:g}*max|p-r| + {floor_eps:g}*eps*max|r| + {atol:g}, "
+        f"p = primal_np in {precision}, eps = {PRECISIONS[precision][0]:g}"
+    )
+
+
+def _check_candidate(name: str, c: object, ref: np.ndarray, precision: str) -> str | None:
+    """The problem with a candidate array that prevents measuring its error, or None."""
+    c = np.asarray(c)
+    if c.dtype.kind != "f":
+        return f"dtype {c.dtype} is not floating"
+    bits = _STORAGE_BITS.get(c.dtype)
+    if bits is None:
+        return f"dtype {c.dtype} is not float16, float32 or float64"
+    if bits < PRECISIONS[precision][1]:
+        return f"stored as {c.dtype}, less precise than the claimed precision {precision}"
+    if c.shape != ref.shape:
+        return f"shape {c.shape}, expected {ref.shape}"
+    bad = ~np.isfinite(c)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        n_nan, n_inf = int(np.isnan(c).sum()), int(np.isinf(c).sum())
+        return f"{n_nan} NaN and {n_inf} inf of {c.size} values (first at {first}: {c[first]})"
+    return None
+
+
+def compare(
+    candidate: Mapping[str, object],
+    reference: Mapping[str, np.ndarray],
+    *,
+    precision: str = "float64",
+    own: Mapping[str, np.ndarray] | None = None,
+    k: float = DEFAULT_K,
+    rtol: float = RTOL_FLOAT64,
+    atol: float = ATOL,
+    floor_eps: float = FLOOR_EPS,
+    names: Iterable[str] | None = None,
+    title: str = "",
+) -> CompareReport:
+    """Compare ``candidate`` arrays with float64 ``reference`` arrays under the policy above.
+
+    Args:
+        candidate: name → array computed by the implementation under test.
+        reference: name → finite float64 reference array (any shape).
+        precision: the precision the candidate computed in: "float64", "float32",
+            "float16" or "bfloat16".
+        own: name → primal_np's own result in ``precision`` (``emulate_precision``);
+            required, with the reference's shapes, unless precision is "float64".
+        k, floor_eps: the low-precision rule's factor and rounding floor.
+        rtol: the float64 relative bound; atol: absolute slack in both rules.
+        names: the reference arrays to compare (default: all of them).
+        title: first line of the printed table.
+
+    Returns a ``CompareReport``; problems with the candidate are failing rows. Raises
+    ``ValueError`` / ``TypeError`` only for bad reference, ``own`` or arguments.
+    """
+    _check_precision(precision)
+    for arg, val in (("k", k), ("rtol", rtol), ("atol", atol), ("floor_eps", floor_eps)):
+        if not (isinstance(val, (int, float)) and np.isfinite(val) and val >= 0):
+            raise ValueError(f"{arg} must be a finite number >= 0, got {val!r}")
+    names = list(reference) if names is None else list(names)
+    if precision != "float64" and own is None:
+        raise ValueError(
+            f"precision {precision!r} needs own= (primal_np's result in that precision, "
+            "from emulate_precision) to derive the bound"
+        )
+    eps = PRECISIONS[precision][0]
+    report = CompareReport(precision, _rule(precision, k, rtol, atol, floor_eps), title=title)
+    report.ignored = sorted(set(candidate) - set(names))
+    for name in names:
+        if name not in reference:
+            raise ValueError(f"names lists {name!r}, which is not among the reference arrays")
+        ref = np.asarray(reference[name])
+        if ref.dtype.kind not in "fiub" or not np.all(np.isfinite(ref)):
+            raise ValueError(f"reference array {name!r} must be finite and numeric ({ref.dtype})")
+        ref = ref.astype(np.float64)
+        if name not in candidate:
+            report.rows.append(ArrayResult(name, False, "missing from the candidate"))
+            continue
+        problem = _check_candidate(name, candidate[name], ref, precision)
+        if problem is not None:
+            report.rows.append(ArrayResult(name, False, problem, np.shape(candidate[name])))
+            continue
+        c = np.asarray(candidate[name], dtype=np.float64)
+        diff = np.abs(c - ref)
+        scale = float(np.abs(ref).max(initial=0.0))
+        err = float(diff.max(initial=0.0))
+        own_err = None
+        if precision == "float64":
+            bound = rtol * scale + atol
+        else:
+            p = np.asarray(own.get(name) if own is not None else None)
+            if p.shape != ref.shape or p.dtype.kind != "f" or not np.all(np.isfinite(p)):
+                raise ValueError(
+                    f"own[{name!r}] (primal_np in {precision}) must be a finite float array of "
+                    f"shape {ref.shape}, got {p.dtype} {p.shape}"
+                )
+            own_err = float(np.abs(p.astype(np.float64) - ref).max(initial=0.0))
+            bound = k * own_err + floor_eps * eps * scale + atol
+        worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
+        worst = tuple(int(i) for i in worst)
+        row = ArrayResult(
+            name,
+            bool(err <= bound),
+            None,
+            ref.shape,
+            err,
+            err / scale if scale > 0 else err,
+            float(diff.mean()) if diff.size else 0.0,
+            worst,
+            float(c[worst]) if diff.size else None,
+            float(ref[worst]) if diff.size else None,
+            bound,
+            own_err,
+            scale,
+        )
+        report.rows.append(row)
+    return report
