@@ -54,3 +54,262 @@ def attention_backward(
     dq = np.einsum("...nm,...md->...nd", ds, k) * q.dtype.type(scale)
     dk = np.einsum("...nm,...nd->...md", ds, q) * q.dtype.type(scale)
     return dq, dk, dv
+
+
+# --------------------------------------------------------------------------- primal scores
+def _sum_to(g, shape):
+    """Sum the broadcast leading axes of ``g`` back to ``shape``."""
+    g = g.sum(axis=tuple(range(g.ndim - len(shape))))
+    return g.sum(
+        axis=tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1), keepdims=True
+    )
+
+
+def scores(phi_q, phi_k, W_e, W_r):
+    """E = Φ_q W_e, R = Φ_k W_r with broadcast leading axes."""
+    return np.einsum("...np,...ps->...ns", phi_q, W_e), np.einsum("...mp,...ps->...ms", phi_k, W_r)
+
+
+def scores_backward(phi_q, phi_k, W_e, W_r, dE, dR, *, sum_broadcast=True):
+    """(dΦ_q, dΦ_k, dW_e, dW_r); ``sum_broadcast=False`` forgets to sum the weights'
+    gradients over the axes they were broadcast along (returns them at the batch shape)."""
+    dW_e = np.einsum("...np,...ns->...ps", phi_q, dE)
+    dW_r = np.einsum("...mp,...ms->...ps", phi_k, dR)
+    if sum_broadcast:
+        dW_e, dW_r = _sum_to(dW_e, W_e.shape), _sum_to(dW_r, W_r.shape)
+    dphi_q = np.einsum("...ns,...ps->...np", dE, W_e)
+    dphi_k = np.einsum("...ms,...ps->...mp", dR, W_r)
+    return dphi_q, dphi_k, dW_e, dW_r
+
+
+# --------------------------------------------------------------------------- KSVD loss
+# Written from CONFORMANCE.md ("KSVD loss, per code variant") and the paper's J. A layer is
+# (escore, rscore, lam, We, Wr, we_x, wr_x); quadratic="lambda" plants the classic slip of
+# the code conventions: ½ eᵀ diag(λ) e instead of ½‖λ ⊙ e‖².
+_LOSS = {  # convention -> (quadratic, token reduction, trace on, square, layer reduction)
+    "lra": ("lambda_sq", "mean", "params", "batch", "mean"),
+    "lra_trace_x": ("lambda_sq", "mean", "data", "batch", "mean"),
+    "per_sample": ("lambda_sq", "mean", "params", "sample", "mean"),
+    "paper": ("Lambda", "sum", "params", "problem", "sum"),
+}
+
+
+def _loss_terms(layer, convention, quadratic):
+    E, R, lam, We, Wr, we_x, wr_x = layer
+    quad, tokens, trace, square, _ = _LOSS[convention]
+    if quadratic is not None and convention != "paper":
+        quad = quadratic
+    B, H, N, s = E.shape
+    coef = lam * lam if quad == "lambda_sq" else lam  # (H, s): q(e) = ½ Σ_l coef_l e_l²
+    w = 1.0 / N if tokens == "mean" else 1.0
+    A = 0.5 * w * np.einsum("bhns,hs->bh", E * E + R * R, coef)
+    if trace == "data":
+        T = np.einsum("bhps,bhps->bh", we_x, wr_x)
+    else:
+        T = np.broadcast_to(np.einsum("hns,hns->h", We, Wr), (B, H))
+    return A - T, quad, coef, w, trace, square  # j (B, H)
+
+
+def ksvd_loss(layers, convention, *, quadratic=None):
+    total = 0.0
+    for layer in layers:
+        j, *_, square = _loss_terms(layer, convention, quadratic)
+        if square == "batch":
+            total = total + j.mean() ** 2
+        elif square == "sample":
+            total = total + (j.mean(axis=1) ** 2).mean()
+        else:
+            total = total + (j**2).sum()
+    return total / len(layers) if _LOSS[convention][4] == "mean" else total
+
+
+def ksvd_loss_backward(layers, convention, dloss, *, quadratic=None):
+    """Per layer (d_escore, d_rscore, d_lam, d_We, d_Wr, d_we_x, d_wr_x); None = zero."""
+    scale = dloss / len(layers) if _LOSS[convention][4] == "mean" else dloss
+    out = []
+    for layer in layers:
+        E, R, lam, We, Wr, we_x, wr_x = layer
+        j, quad, coef, w, trace, square = _loss_terms(layer, convention, quadratic)
+        B, H = j.shape
+        if square == "batch":  # L = (mean_bh j)²
+            g = np.full((B, H), 2 * j.mean() / (B * H))
+        elif square == "sample":  # L = mean_b (mean_h j)²
+            g = np.repeat(2 * j.mean(axis=1, keepdims=True) / (B * H), H, axis=1)
+        else:  # L = Σ_bh j²
+            g = 2 * j
+        g = (scale * g).astype(E.dtype)
+        gw = (g * w)[:, :, None, None] * coef[None, :, None, :]
+        dcoef = np.einsum("bh,bhns->hs", g * w, 0.5 * (E * E + R * R))
+        d_lam = dcoef * 2 * lam if quad == "lambda_sq" else dcoef
+        if trace == "data":
+            grads = (None, None, -g[:, :, None, None] * wr_x, -g[:, :, None, None] * we_x)
+        else:
+            gh = g.sum(axis=0)[:, None, None]
+            grads = (-gh * Wr, -gh * We, None, None)
+        out.append((gw * E, gw * R, d_lam, *grads))
+    return out
+
+
+# --------------------------------------------------------------------------- Primal-Attention layer
+# The authors' layers on their state dicts (CONFORMANCE.md), forward and a hand-written
+# backward of Σ⟨dout, out⟩ + η·KSVD. Planted bugs: ``drop_rscores`` (the head output from
+# [E, 0], i.e. W_c[:, :s] only), ``index="np_linspace"`` (np.linspace(...).astype(int)),
+# ``index="shift"`` (the middle sampled index moved by one), ``quadratic="lambda"`` (the
+# KSVD loss with λ instead of λ²).
+_NAMES = {  # role -> the authors' state-dict name
+    "lra": {"wq": "W_q.weight", "bq": "W_q.bias", "wk": "W_k.weight", "bk": "W_k.bias",
+            "we": "We", "wr": "Wr", "lam": "attn.Lambda", "wc": "attn.concate_weight.weight",
+            "bc": "attn.concate_weight.bias", "wo": "ff.weight", "bo": "ff.bias"},
+    "vision": {"wqk": "qk.weight", "bqk": "qk.bias", "we": "we", "wr": "wr", "lam": "Lambda",
+               "wc": "concate_weight.weight", "bc": "concate_weight.bias",
+               "wo": "proj.weight", "bo": "proj.bias"},
+    "causal": {"wq": "query_projection.weight", "bq": "query_projection.bias",
+               "wk": "key_projection.weight", "bk": "key_projection.bias", "we": "We",
+               "wr": "Wr", "lam": "Lambda", "wc": "concate_weight.weight",
+               "bc": "concate_weight.bias", "wo": "out_projection.weight",
+               "bo": "out_projection.bias"},
+}  # fmt: skip
+
+
+def linspace_indices(num_tokens, n):
+    """torch.linspace(0, N − 1, n, dtype=int64): step in double, two-sided, truncated."""
+    if n == 1:
+        return np.zeros(1, dtype=np.int64)
+    end, step = num_tokens - 1, (num_tokens - 1) / (n - 1)
+    vals = [i * step if i < n // 2 else end - step * (n - 1 - i) for i in range(n)]
+    return np.array([int(v) for v in vals], dtype=np.int64)
+
+
+def _indices(num_tokens, config, index):
+    n = config["low_rank"] * config["rank_multi"]
+    if config["variant"] == "vision" and num_tokens <= n:
+        idx = np.arange(num_tokens)
+    elif index == "np_linspace":
+        idx = np.linspace(0, num_tokens - 1, n).astype(int)
+    else:
+        idx = linspace_indices(num_tokens, n)
+    if index == "shift":
+        i, idx = len(idx) // 2, idx.copy()
+        idx[i] += 1 if idx[i] < num_tokens - 1 else -1
+    return idx
+
+
+def _split(t, H):
+    B, N, D = t.shape
+    return t.reshape(B, N, H, D // H).transpose(0, 2, 1, 3)
+
+
+def _join(t):
+    B, H, N, p = t.shape
+    return t.transpose(0, 2, 1, 3).reshape(B, N, H * p)
+
+
+def _layer_forward(x, sd, mask, config, index=None, drop_rscores=False, quadratic=None):
+    v, H, s = config["variant"], config["num_heads"], config["low_rank"]
+    B, N, D = x.shape
+    P = {role: sd[name] for role, name in _NAMES[v].items() if name in sd}
+    if v == "vision":
+        qk = np.einsum("bnd,ed->bne", x, P["wqk"]) + P.get("bqk", 0)
+        qk = qk.reshape(B, N, 2, H, D // H)
+        q, k = qk[:, :, 0].transpose(0, 2, 1, 3), qk[:, :, 1].transpose(0, 2, 1, 3)
+    else:
+        q = _split(np.einsum("bnd,ed->bne", x, P["wq"]) + P["bq"], H)
+        k = _split(np.einsum("bnd,ed->bne", x, P["wk"]) + P["bk"], H)
+    steps = np.arange(1, N + 1).astype(x.dtype)[:, None]
+    if v == "causal":  # running means, 1-indexed
+        q, k = np.cumsum(q, axis=2) / steps, np.cumsum(k, axis=2) / steps
+    nq = np.linalg.norm(q, axis=-1, keepdims=True)
+    nk = np.linalg.norm(k, axis=-1, keepdims=True)
+    phi_q, phi_k = q / np.maximum(nq, 1e-12), k / np.maximum(nk, 1e-12)
+    idx = F = we_x = wr_x = None
+    if v == "causal":  # data-independent weights (H, p, s)
+        E = np.einsum("bhNp,hps->bhNs", phi_q, P["we"])
+        R = np.einsum("bhNp,hps->bhNs", phi_k, P["wr"])
+    else:  # W_{e|X} = Fᵀ We with F the sampled rows of x, head h's channels
+        idx = _indices(N, config, index)
+        F = _split(x[:, idx, :], H)
+        we_x = np.einsum("bhnp,hns->bhps", F, P["we"])
+        wr_x = np.einsum("bhnp,hns->bhps", F, P["wr"])
+        E = np.einsum("bhNp,bhps->bhNs", phi_q, we_x)
+        R = np.einsum("bhNp,bhps->bhNs", phi_k, wr_x)
+    cat = np.concatenate([E, np.zeros_like(R) if drop_rscores else R], axis=-1)
+    head = np.einsum("bhnc,pc->bhnp", cat, P["wc"]) + P["bc"]
+    if mask is not None:
+        head = head * mask[:, None, :, None]
+    merged = _join(head)
+    out = np.einsum("bnd,ed->bne", merged, P["wo"]) + P["bo"]
+    conv = "per_sample" if v == "causal" else ("lra" if config["trace_no_x"] else "lra_trace_x")
+    terms = (E, R, P["lam"], P["we"], P["wr"], we_x, wr_x)
+    loss = ksvd_loss([terms], conv, quadratic=quadratic)
+    return locals()
+
+
+def primal_layer(x, sd, mask, config, **bugs):
+    """fn(x, state_dict, mask, config) of ``check_primal_attention``."""
+    c = _layer_forward(x, sd, mask, config, **bugs)
+    return {"out": c["out"], "escore": c["E"], "rscore": c["R"], "ksvd_loss": np.asarray(c["loss"])}
+
+
+def _cosine_backward(dphi, phi, norm):
+    """φ = x / max(‖x‖, 1e-12) ⇒ dx = (dφ − φ ⟨φ, dφ⟩) / ‖x‖ (or dφ / 1e-12 below the clamp)."""
+    tangential = (dphi - phi * (phi * dphi).sum(-1, keepdims=True)) / np.maximum(norm, 1e-12)
+    return np.where(norm > 1e-12, tangential, dphi / 1e-12)
+
+
+def primal_layer_backward(x, sd, mask, config, dout, eta, **bugs):
+    """backward(x, state_dict, mask, config, dout, eta) of ``check_primal_attention``."""
+    c = _layer_forward(x, sd, mask, config, **bugs)
+    P, v, s, idx = c["P"], c["v"], c["s"], c["idx"]
+    B, N, D = x.shape
+    dout = dout.astype(x.dtype)
+    g = {"wo": np.einsum("bne,bnd->ed", dout, c["merged"]), "bo": dout.sum(axis=(0, 1))}
+    dhead = _split(np.einsum("bne,ed->bnd", dout, P["wo"]), c["H"])
+    if mask is not None:
+        dhead = dhead * mask[:, None, :, None]
+    g["wc"] = np.einsum("bhnp,bhnc->pc", dhead, c["cat"])
+    g["bc"] = dhead.sum(axis=(0, 1, 2))
+    dcat = np.einsum("bhnp,pc->bhnc", dhead, P["wc"])
+    dE, dR = dcat[..., :s], dcat[..., s:] * (not bugs.get("drop_rscores", False))
+    quadratic = bugs.get("quadratic")
+    ((lE, lR, g["lam"], lWe, lWr, lwe_x, lwr_x),) = ksvd_loss_backward(
+        [c["terms"]], c["conv"], eta, quadratic=quadratic
+    )
+    dE, dR = dE + lE, dR + lR
+    g["we"] = np.zeros_like(P["we"]) if lWe is None else lWe
+    g["wr"] = np.zeros_like(P["wr"]) if lWr is None else lWr
+    phi_q, phi_k = c["phi_q"], c["phi_k"]
+    dx = np.zeros_like(x)
+    if v == "causal":
+        dphi_q = np.einsum("bhNs,hps->bhNp", dE, P["we"])
+        dphi_k = np.einsum("bhNs,hps->bhNp", dR, P["wr"])
+        g["we"] = g["we"] + np.einsum("bhNp,bhNs->hps", phi_q, dE)
+        g["wr"] = g["wr"] + np.einsum("bhNp,bhNs->hps", phi_k, dR)
+    else:
+        dphi_q = np.einsum("bhNs,bhps->bhNp", dE, c["we_x"])
+        dphi_k = np.einsum("bhNs,bhps->bhNp", dR, c["wr_x"])
+        dwe_x = np.einsum("bhNp,bhNs->bhps", phi_q, dE) + (0 if lwe_x is None else lwe_x)
+        dwr_x = np.einsum("bhNp,bhNs->bhps", phi_k, dR) + (0 if lwr_x is None else lwr_x)
+        g["we"] = g["we"] + np.einsum("bhnp,bhps->hns", c["F"], dwe_x)
+        g["wr"] = g["wr"] + np.einsum("bhnp,bhps->hns", c["F"], dwr_x)
+        dF = np.einsum("hns,bhps->bhnp", P["we"], dwe_x)
+        dF = dF + np.einsum("hns,bhps->bhnp", P["wr"], dwr_x)
+        gather = (idx[:, None] == np.arange(N)[None, :]).astype(x.dtype)  # F = gather · x
+        dx = dx + np.einsum("jN,bjd->bNd", gather, _join(dF))
+    dq = _cosine_backward(dphi_q, phi_q, c["nq"])
+    dk = _cosine_backward(dphi_k, phi_k, c["nk"])
+    if v == "causal":  # q̃_i = (1/i) Σ_{t≤i} q_t ⇒ dq_t = Σ_{i≥t} dq̃_i / i
+        dq = np.flip(np.cumsum(np.flip(dq / c["steps"], 2), 2), 2)
+        dk = np.flip(np.cumsum(np.flip(dk / c["steps"], 2), 2), 2)
+    if v == "vision":
+        dqk = np.stack([dq.transpose(0, 2, 1, 3), dk.transpose(0, 2, 1, 3)], axis=2)
+        dqk = dqk.reshape(B, N, 2 * D)
+        g["wqk"] = np.einsum("bne,bnd->ed", dqk, x)
+        if "bqk" in P:
+            g["bqk"] = dqk.sum(axis=(0, 1))
+        dx = dx + np.einsum("bne,ed->bnd", dqk, P["wqk"])
+    else:
+        for t, d in (("q", _join(dq)), ("k", _join(dk))):
+            g[f"w{t}"] = np.einsum("bne,bnd->ed", d, x)
+            g[f"b{t}"] = d.sum(axis=(0, 1))
+            dx = dx + np.einsum("bne,ed->bnd", d, P[f"w{t}"])
+    return {"x": dx} | {_NAMES[v][role]: g[role] for role in P}

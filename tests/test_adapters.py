@@ -129,7 +129,7 @@ def test_argument_validation():
     with pytest.raises(ValueError, match="dtypes must be among"):
         check_dual_attention(attention, dtypes=("fp8",))
     with pytest.raises(ValueError, match="not a registered op"):
-        check_callable("primal_scores", attention)
+        check_callable("flash_attention", attention)
     with pytest.raises(TypeError, match="must be callable"):
         check_dual_attention(attention, backward=np.zeros(3))
     with pytest.raises(ValueError, match="AttentionPoint.mask"):

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import candidates as C
 import numpy as np
 import pytest
 from candidates import attention, attention_backward
@@ -247,3 +248,89 @@ def test_torch_bfloat16_candidate_passes_with_dtype_flag(torch, golden, tmp_path
     # without --dtype the float32 storage is taken at its word, and bfloat16 results fail it
     code, out, _ = _run(capsys, golden, "--candidate", path)
     assert code == 1 and "precision float32" in out
+
+
+# --------------------------------------------------------------------------- layer cases
+LAYER_CASES = [
+    "primal_attention_lra",
+    "primal_attention_lra_trace_x",
+    "primal_attention_vision",
+    "primal_attention_causal",
+]
+
+
+@pytest.fixture(scope="module")
+def golden_layers(tmp_path_factory):
+    d = tmp_path_factory.mktemp("golden_layers")
+    export(d, LAYER_CASES)
+    return d
+
+
+def _layer_candidate(golden, case, fn, backward, dtype=np.float64):
+    """A case's output.* and grad.* from a ``check_primal_attention``-style candidate: the
+    same functions serve both checks, fed the case's arrays and its manifest config."""
+    cases = json.loads((golden / "manifest.json").read_text())["cases"]
+    config = next(c["config"] for c in cases if c["name"] == case)
+    a = load_arrays(golden / f"{case}.npz")
+    x, dout = a["input.x"].astype(dtype), a["cotangent.out"].astype(dtype)
+    sd = {n.removeprefix("param."): v.astype(dtype) for n, v in a.items() if n.startswith("param.")}
+    mask = a.get("input.mask")
+    outs = fn(x, sd, mask, config)
+    grads = backward(x, sd, mask, config, dout, config["eta"])
+    return {f"output.{n}": v for n, v in outs.items()} | {f"grad.{n}": g for n, g in grads.items()}
+
+
+@pytest.mark.parametrize("case", LAYER_CASES)
+def test_layer_cases_independent_numpy_candidate_passes(golden_layers, tmp_path, capsys, case):
+    cand = _layer_candidate(golden_layers, case, C.primal_layer, C.primal_layer_backward)
+    np.savez(tmp_path / f"{case}.numpy-einsum.npz", **cand)
+    code, out, err = _run(
+        capsys, golden_layers, "--candidate", tmp_path / f"{case}.numpy-einsum.npz"
+    )
+    assert code == 0 and err == "", out
+    assert "output.ksvd_loss" in out and "grad.x" in out
+
+
+def test_layer_case_wrong_lambda_squared_fails_naming_loss_and_affected_grads(
+    golden_layers, tmp_path, capsys
+):
+    bug = {"quadratic": "lambda"}  # ½ eᵀ diag(λ) e instead of ½‖λ ⊙ e‖²
+    cand = _layer_candidate(
+        golden_layers,
+        "primal_attention_lra",
+        lambda *a: C.primal_layer(*a, **bug),
+        lambda *a: C.primal_layer_backward(*a, **bug),
+    )
+    path = tmp_path / "primal_attention_lra.lambda-bug.npz"
+    np.savez(path, **cand)
+    code, out, err = _run(capsys, golden_layers, "--candidate", path)
+    assert code == 1
+    failed = {
+        ln.split()[0]
+        for ln in out.splitlines()
+        if ln.startswith(("output.", "grad.")) and " FAIL " in ln
+    }
+    assert failed == {
+        "output.ksvd_loss", "grad.x", "grad.W_q.weight", "grad.W_q.bias", "grad.W_k.weight",
+        "grad.W_k.bias", "grad.We", "grad.Wr", "grad.attn.Lambda",
+    }  # the output path (out, scores, concate_weight, ff) is right  # fmt: skip
+    assert len(err.strip().splitlines()) == 1
+    assert "output.ksvd_loss: outside bound" in err and "grad.attn.Lambda: outside bound" in err
+
+
+@pytest.mark.torch
+def test_layer_case_torch_candidate_passes_in_float64_and_float32(
+    torch, golden_layers, tmp_path, capsys
+):
+    import candidates_torch as T
+
+    for dtype, flags in ((np.float64, []), (np.float32, ["--dtype", "float32"])):
+        cand = _layer_candidate(
+            golden_layers, "primal_attention_lra", T.layer, T.layer_backward, dtype
+        )
+        assert {a.dtype for a in cand.values()} == {np.dtype(dtype)}
+        path = tmp_path / f"primal_attention_lra.torch-{np.dtype(dtype).name}.npz"
+        np.savez(path, **cand)
+        code, out, err = _run(capsys, golden_layers, "--candidate", path, *flags)
+        assert code == 0 and err == "", out
+        assert f"precision {np.dtype(dtype).name}" in out and "PASS (16 arrays)" in out

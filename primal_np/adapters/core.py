@@ -1,15 +1,12 @@
-"""Check a Python implementation of an op (PyTorch, JAX, CUDA bindings, ...) against primal_np.
+"""The generic machinery of ``primal_np.adapters``: op specs, the grid runner, reports.
 
-``check_dual_attention(fn, backward=...)`` runs the candidate over a grid of shapes,
-masks and precisions and judges each result with ``primal_np.compare`` (float64: a
-1e-10 relative bound; float32/float16/bfloat16: at most k× primal_np's own error in
-that precision, plus a rounding floor). The candidate takes and returns NumPy arrays;
-wrapping a framework is the caller's job (docs/validation.md has a PyTorch example).
-
-Generic machinery: an ``OpSpec`` says how to draw inputs for a grid point, how to
-call a candidate forward and backward, and how primal_np computes the reference
-outputs and gradients; ``check_callable(spec, fn, backward=...)`` does the rest.
-Dual attention is the first registered spec (``OPS["dual_attention"]``).
+An ``OpSpec`` says how to draw inputs for a grid point, how to call a candidate forward
+and backward, and how primal_np computes the reference outputs and gradients;
+``check_callable(spec, fn, backward=...)`` does the rest and judges each result with
+``primal_np.compare`` (float64: a 1e-10 relative bound; float32/float16/bfloat16: at
+most k× primal_np's own error in that precision, plus a rounding floor). The
+candidate takes and returns NumPy arrays; wrapping a framework is the caller's job
+(docs/validation.md has PyTorch examples).
 
 For each grid point (inputs drawn once, float64, seeded by ``(seed, point index)``)
 and each precision p:
@@ -17,8 +14,9 @@ and each precision p:
 1. inputs and standard-normal cotangents (never all-ones) are rounded to p:
    float64/float32/float16 arrays, and float32 arrays holding bfloat16 values for
    "bfloat16" (convert them to ``torch.bfloat16`` losslessly; return float32);
-2. the candidate computes outputs (and gradients of Σ⟨cotangent, output⟩ when a
-   backward is given) from the rounded arrays;
+2. the candidate computes outputs (and gradients of Σ⟨cotangent, output⟩, plus
+   whatever else the op's objective adds, when a backward is given) from the rounded
+   arrays;
 3. they are compared with primal_np's float64 result on the unrounded inputs; for
    low precisions the bound uses primal_np's own result in p (``emulate_precision``).
 
@@ -36,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from .compare import (
+from ..compare import (
     DEFAULT_K,
+    FLOOR_EPS,
     PRECISIONS,
     ArrayResult,
     CompareReport,
@@ -45,18 +44,15 @@ from .compare import (
     emulate_precision,
     round_to_precision,
 )
-from .dual import dual_attention, dual_attention_backward
 
 __all__ = [
+    "Arrays",
     "OpSpec",
     "OPS",
     "register_op",
     "GridResult",
     "AdapterReport",
     "check_callable",
-    "AttentionPoint",
-    "DUAL_ATTENTION_GRID",
-    "check_dual_attention",
 ]
 
 Arrays = dict[str, np.ndarray]
@@ -79,6 +75,13 @@ class OpSpec:
             one gradient per tensor, of Σ⟨cotangents[o], outputs[o]⟩.
         reference: ``reference(tensors, options) -> (outputs, vjp)`` with primal_np,
             computing in the dtype of ``tensors``; ``vjp(cotangents) -> grads``.
+        cotangents: the outputs that receive a random upstream gradient (default
+            None: all of them). An op whose objective adds a term of its own (the
+            layer's η·KSVD loss) lists only the outputs its backward takes one for.
+        optional: outputs compared only when the candidate returns them (the layer's
+            ``ksvd_loss``); the others are required.
+        floor_eps: the rounding floor of the low-precision rule, in units of
+            eps · max|r| (``primal_np.compare``; 2 unless the op says why not).
     """
 
     name: str
@@ -87,6 +90,9 @@ class OpSpec:
     call: Callable[[Callable, Arrays, dict], Arrays]
     call_backward: Callable[[Callable, Arrays, dict, Arrays], Arrays]
     reference: Reference
+    cotangents: tuple[str, ...] | None = None
+    optional: tuple[str, ...] = ()
+    floor_eps: float = FLOOR_EPS
 
 
 OPS: dict[str, OpSpec] = {}
@@ -179,6 +185,7 @@ def check_callable(
     dtypes: Sequence[str] = ("float64", "float32"),
     k: float = DEFAULT_K,
     seed: int = 0,
+    floor_eps: float | None = None,
 ) -> AdapterReport:
     """Check ``fn`` (and ``backward``, if given) against primal_np over ``grid`` × ``dtypes``.
 
@@ -190,6 +197,7 @@ def check_callable(
         dtypes: precisions among "float64", "float32", "float16", "bfloat16".
         k: the low-precision factor of the comparison rule.
         seed: inputs and cotangents of point i come from ``default_rng([seed, i])``.
+        floor_eps: the low-precision rounding floor (default: ``spec.floor_eps``).
 
     Returns an ``AdapterReport`` (``.ok``, ``str()``, ``.to_json()``, ``.assert_ok()``).
     """
@@ -204,12 +212,17 @@ def check_callable(
     for dt in dtypes:
         if dt not in PRECISIONS:
             raise ValueError(f"dtypes must be among {list(PRECISIONS)}, got {dt!r}")
+    floor = spec.floor_eps if floor_eps is None else floor_eps
     report = AdapterReport(spec.name)
     for i, point in enumerate(spec.grid if grid is None else grid):
         rng = np.random.default_rng([seed, i])
         tensors, options = spec.draw(point, rng)
         outs, vjp = spec.reference(tensors, options)
-        cots = {n: rng.standard_normal(np.shape(o)) for n, o in outs.items()}
+        cots = {
+            n: rng.standard_normal(np.shape(o))
+            for n, o in outs.items()
+            if spec.cotangents is None or n in spec.cotangents
+        }
         reference = _prefixed(outs, vjp(cots) if backward is not None else None)
 
         def run(arrays: Arrays, dtype: np.dtype, options: dict = options) -> Arrays:
@@ -236,125 +249,12 @@ def check_callable(
                     GridResult(str(point), dt, _failed(list(reference), dt, title, why))
                 )
                 continue
+            skip = {f"output.{n}" for n in spec.optional} - set(cand)
+            names = [n for n in reference if n not in skip]
             own = None if dt == "float64" else emulate_precision(run, inputs, dt)
-            rep = compare(cand, reference, precision=dt, own=own, k=k, title=title)
+            rep = compare(
+                cand, reference, precision=dt, own=own, k=k, floor_eps=floor, names=names,
+                title=title,
+            )  # fmt: skip
             report.results.append(GridResult(str(point), dt, rep))
     return report
-
-
-# --------------------------------------------------------------------------- dual attention
-@dataclass(frozen=True)
-class AttentionPoint:
-    """One dual-attention grid point: q (*batch, n, d), k (*batch, m, d), v (*batch, m, dv).
-
-    mask: None; "random" (shape (*batch, n, m), every row sees a key); "empty-row"
-    (same, one query row of the first batch element sees no key); "broadcast" (shape
-    (n, m), shared by all batch elements and heads, with a fully masked row).
-    """
-
-    batch: tuple[int, ...] = (2, 3)
-    n: int = 5
-    m: int = 7
-    d: int = 4
-    dv: int = 3
-    mask: str | None = None
-    causal: bool = False
-    scale: float | None = None
-
-    def __str__(self) -> str:
-        s = f"batch={self.batch} N={self.n} M={self.m} d={self.d} dv={self.dv}"
-        s += f" mask={self.mask}" if self.mask else ""
-        s += " causal" if self.causal else ""
-        return s + (f" scale={self.scale:g}" if self.scale is not None else "")
-
-
-# No point has M = 1 or causal with N = 1: there dq (and dk) vanish in exact arithmetic
-# and a purely relative bound has no scale to be relative to (docs/validation.md).
-DUAL_ATTENTION_GRID = (
-    AttentionPoint(),
-    AttentionPoint(n=6, m=6, causal=True),
-    AttentionPoint(n=4, m=7, causal=True),  # N < M, top-left aligned
-    AttentionPoint(n=7, m=3, causal=True),  # N > M
-    AttentionPoint(n=1, m=6),
-    AttentionPoint(d=1),
-    AttentionPoint(mask="random", scale=0.37),
-    AttentionPoint(mask="empty-row"),
-    AttentionPoint(n=6, m=6, mask="broadcast", causal=True),
-    AttentionPoint(batch=(), n=8, m=8, d=8, dv=8),
-    AttentionPoint(batch=(3,), n=16, m=12, d=8, dv=5, mask="empty-row"),
-)
-
-
-def _draw_attention(p: AttentionPoint, rng: np.random.Generator) -> tuple[Arrays, dict]:
-    tensors = {
-        "q": rng.standard_normal((*p.batch, p.n, p.d)),
-        "k": rng.standard_normal((*p.batch, p.m, p.d)),
-        "v": rng.standard_normal((*p.batch, p.m, p.dv)),
-    }
-    mask = None
-    if p.mask is not None:
-        if p.mask not in ("random", "empty-row", "broadcast"):
-            raise ValueError(f"AttentionPoint.mask must be None, 'random', 'empty-row' or "
-                             f"'broadcast', got {p.mask!r}")  # fmt: skip
-        shape = (p.n, p.m) if p.mask == "broadcast" else (*p.batch, p.n, p.m)
-        mask = rng.random(shape) > 0.35
-        mask[..., 0] |= ~mask.any(-1)  # every row sees a key ...
-        if p.mask != "random":  # ... except one query row (the last) of the first batch element
-            mask[(0,) * (mask.ndim - 2) + (p.n - 1,)] = False
-    return tensors, {"mask": mask, "causal": p.causal, "scale": p.scale}
-
-
-def _attention_reference(t: Arrays, o: dict) -> tuple[Arrays, Callable[[Arrays], Arrays]]:
-    out, cache = dual_attention(t["q"], t["k"], t["v"], **o)
-
-    def vjp(cot: Arrays) -> Arrays:
-        dq, dk, dv = dual_attention_backward(cot["out"], cache)
-        return {"q": dq, "k": dk, "v": dv}
-
-    return {"out": out}, vjp
-
-
-def _call_attention(fn: Callable, t: Arrays, o: dict) -> Arrays:
-    return {"out": fn(t["q"], t["k"], t["v"], o["mask"], o["causal"], o["scale"])}
-
-
-def _call_attention_backward(bwd: Callable, t: Arrays, o: dict, cot: Arrays) -> Arrays:
-    dq, dk, dv = bwd(t["q"], t["k"], t["v"], o["mask"], o["causal"], o["scale"], cot["out"])
-    return {"q": dq, "k": dk, "v": dv}
-
-
-register_op(
-    OpSpec(
-        "dual_attention",
-        DUAL_ATTENTION_GRID,
-        _draw_attention,
-        _call_attention,
-        _call_attention_backward,
-        _attention_reference,
-    )
-)
-
-
-def check_dual_attention(
-    fn: Callable,
-    *,
-    backward: Callable | None = None,
-    grid: Sequence[AttentionPoint] | None = None,
-    dtypes: Sequence[str] = ("float64", "float32"),
-    k: float = DEFAULT_K,
-    seed: int = 0,
-) -> AdapterReport:
-    """Check a canonical (softmax) attention implementation against ``dual_attention``.
-
-    ``fn(q, k, v, mask, causal, scale) -> out`` with q (..., N, d), k (..., M, d),
-    v (..., M, dv) → out (..., N, dv); mask None or boolean broadcastable to
-    (..., N, M), True = may attend; causal: key j visible to query i iff j ≤ i
-    (top-left aligned), combined with the mask by AND; scale None means 1/sqrt(d).
-    A query row with no visible key must give 0 (and zero gradients).
-    ``backward(q, k, v, mask, causal, scale, dout) -> (dq, dk, dv)`` is optional.
-    Default grid: ``DUAL_ATTENTION_GRID`` (batch/heads, N ≠ M, N = 1, d = 1, masks with
-    a fully masked row, causal). See ``check_callable`` for the other arguments.
-    """
-    return check_callable(
-        OPS["dual_attention"], fn, backward=backward, grid=grid, dtypes=dtypes, k=k, seed=seed
-    )
