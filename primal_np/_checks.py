@@ -20,6 +20,8 @@ __all__ = [
     "bool_mask",
     "broadcast_batch",
     "positive_int",
+    "index_array",
+    "sum_to_shape",
 ]
 
 
@@ -107,3 +109,23 @@ def sum_to_shape(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     axes += [lead + i for i, n in enumerate(shape) if n == 1 and x.shape[lead + i] != 1]
     out = x.sum(axis=tuple(axes), keepdims=True) if axes else x
     return out.reshape(shape)
+
+
+def index_array(x: object, name: str, upper: int) -> np.ndarray:
+    """``x`` as an integer array with every entry in [0, upper), else a named error.
+
+    Booleans and floats are rejected with a ``TypeError`` (a float id is a caller's
+    bug, not something to round); an out-of-range entry raises a ``ValueError``
+    that names the first offending value and its index.
+    """
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    if arr.size:
+        bad = (arr < 0) | (arr >= upper)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{name} must lie in [0, {upper}), got {int(arr[where])} at index {where}"
+            )
+    return arr

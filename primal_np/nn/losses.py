@@ -1,0 +1,79 @@
+"""Softmax cross-entropy from logits, forward and backward, and accuracy.
+
+    L = (1/B) Σ_b [ LSE(z_b) − z_{b, y_b} ],   LSE(z) = log Σ_c exp(z_c)   (natural log)
+
+as ``torch.nn.functional.cross_entropy(z, y)`` (reduction "mean"). The LSE is
+shifted by each row's maximum, so logits of any finite size (beyond 700, where
+exp overflows) are exact.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .._checks import check_finite, float_array, index_array, result_dtype
+from ..primitives import _softmax_lse_inplace
+
+__all__ = ["CrossEntropyCache", "cross_entropy", "cross_entropy_backward", "accuracy"]
+
+
+class CrossEntropyCache(NamedTuple):
+    probs: np.ndarray  # (B, C) softmax(z)
+    labels: np.ndarray  # (B,) integer
+
+
+def _logits_labels(logits: object, labels: object) -> tuple[np.ndarray, np.ndarray]:
+    logits = float_array(logits, "logits", ndim=2)
+    b, c = logits.shape
+    if b == 0 or c == 0:
+        raise ValueError(f"logits must have at least one row and one class, got shape {(b, c)}")
+    labels = index_array(labels, "labels", c)
+    if labels.shape != (b,):
+        raise ValueError(
+            f"labels has shape {labels.shape}, expected ({b},) for logits of shape {(b, c)}"
+        )
+    return logits, labels
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[np.floating, CrossEntropyCache]:
+    """Mean softmax cross-entropy over the batch.
+
+    Shapes: logits (B, C) finite floats; labels integer (B,), each in [0, C)
+    → L a scalar of the logits' dtype.
+
+        L = (1/B) Σ_b [ log Σ_c exp(z_bc) − z_{b, y_b} ]
+    """
+    logits, labels = _logits_labels(logits, labels)
+    check_finite(logits, "logits")
+    b = logits.shape[0]
+    probs, lse = _softmax_lse_inplace(logits.astype(result_dtype(logits), copy=True), None)
+    picked = logits[np.arange(b), labels]
+    loss = np.mean(lse - picked)
+    return loss, CrossEntropyCache(probs, labels)
+
+
+def cross_entropy_backward(dloss: float, cache: CrossEntropyCache) -> np.ndarray:
+    """VJP of ``cross_entropy``: forward was L = mean_b [LSE(z_b) − z_{b,y_b}], so
+
+        dz_bc = dL · (p_bc − [c = y_b]) / B,   p = softmax(z) along C.
+
+    ``dloss`` is the upstream scalar gradient (1.0 when L is the objective).
+    Returns dlogits (B, C).
+    """
+    probs, labels = cache
+    b = probs.shape[0]
+    dz = probs.copy()
+    dz[np.arange(b), labels] -= 1.0
+    dz *= np.asarray(dloss, dtype=probs.dtype) / b
+    return dz
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of rows whose arg-max logit is the label (ties: the first maximum).
+
+    Shapes: logits (B, C), labels integer (B,) in [0, C).
+    """
+    logits, labels = _logits_labels(logits, labels)
+    return float(np.mean(np.argmax(logits, axis=-1) == labels))

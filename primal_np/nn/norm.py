@@ -1,0 +1,78 @@
+"""Layer normalisation over the last axis, forward and backward (PyTorch semantics).
+
+    μ = mean_d x_d,   σ² = mean_d (x_d − μ)²          (biased variance)
+    x̂ = (x − μ) / sqrt(σ² + ε),   y = x̂ ∘ w + b        (ε = 1e-5 inside the sqrt)
+
+as ``torch.nn.functional.layer_norm(x, (D,), w, b, eps=1e-5)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .._checks import float_array, result_dtype
+
+__all__ = ["LayerNormCache", "layer_norm", "layer_norm_backward"]
+
+
+class LayerNormCache(NamedTuple):
+    xhat: np.ndarray  # (..., D) normalised input
+    rstd: np.ndarray  # (..., 1) 1 / sqrt(σ² + ε)
+    weight: np.ndarray  # (D,)
+
+
+def layer_norm(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, *, eps: float = 1e-5
+) -> tuple[np.ndarray, LayerNormCache]:
+    """LayerNorm over the last axis with an elementwise affine map.
+
+    Shapes: x (..., D), weight (D,), bias (D,) → y (..., D).
+
+        y = (x − μ) / sqrt(σ² + ε) ∘ w + b,   μ, σ² the mean and biased variance over D.
+
+    With D = 1, x − μ = 0 and y = b.
+    """
+    x = float_array(x, "x", min_ndim=1)
+    weight = float_array(weight, "weight", ndim=1)
+    bias = float_array(bias, "bias", ndim=1)
+    d = x.shape[-1]
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p.shape != (d,):
+            raise ValueError(
+                f"{name} has shape {p.shape}, expected ({d},) for x of shape {x.shape}"
+            )
+    eps = float(eps)
+    if not eps > 0.0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    dt = result_dtype(x, weight, bias)
+    xc = x.astype(dt, copy=True)
+    xc -= xc.mean(axis=-1, keepdims=True)
+    var = np.mean(xc * xc, axis=-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = xc * rstd
+    y = xhat * weight + bias
+    return y, LayerNormCache(xhat, rstd, weight)
+
+
+def layer_norm_backward(
+    dy: np.ndarray, cache: LayerNormCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """VJP of ``layer_norm``. Forward was x̂ = (x − μ)·r, y = x̂ ∘ w + b, so with g = dy ∘ w:
+
+        dx = r · (g − mean_d g − x̂ ∘ mean_d(g ∘ x̂))
+        dw = Σ_{leading axes} dy ∘ x̂,   db = Σ_{leading axes} dy.
+
+    Returns (dx, dweight, dbias).
+    """
+    xhat, rstd, w = cache
+    dy = np.asarray(dy)
+    g = dy * w
+    dx = rstd * (
+        g - g.mean(axis=-1, keepdims=True) - xhat * np.mean(g * xhat, axis=-1, keepdims=True)
+    )
+    d = xhat.shape[-1]
+    dw = (dy * xhat).reshape(-1, d).sum(axis=0)
+    db = dy.reshape(-1, d).sum(axis=0)
+    return dx, dw, db

@@ -1,0 +1,337 @@
+"""Seeded synthetic sequence-classification tasks (no downloads).
+
+Common interface::
+
+    data = make_task(name, n=..., seed=..., **params)   # a TaskData
+    data.ids     (n, max_len) int64, PAD = 0 after the real tokens
+    data.mask    (n, max_len) bool, True = real token (exactly where ids != PAD)
+    data.labels  (n,) int64 in [0, num_classes)
+
+Every sequence starts with a CLS token (id 1) at position 0, for CLS pooling.
+``TASKS`` maps each name to its generator.
+
+Determinism and splits: the data are a pure function of (name, n, seed, params);
+the same call returns identical arrays. Draw the training and test sets with
+different seeds (e.g. ``seed=0`` and ``seed=1``): they are independent samples of
+the same distribution. The test set is *not* filtered against the training set,
+so a short example may occur in both at its natural rate — test accuracy then
+estimates accuracy on the task distribution, which is what it should measure.
+
+**listops** — ListOps-style expressions (after Nangia & Bowman, 2018) over the
+digits 0–9 with four operators, each taking 2..max_args arguments:
+
+    MAX, MIN   the largest / smallest argument
+    MED        the median; with an even number of arguments the *lower* median,
+               sorted(args)[(len(args) − 1) // 2]
+    SM         the sum modulo 10
+
+written as ``[ MAX 2 9 [ MIN 4 7 ] 0 ]`` (operator nesting at most ``max_depth``
+levels; the root is always an operator, and each argument below the depth limit is
+itself an expression with probability ``branch_prob``, else a uniform digit). An
+expression longer than ``max_len − 1`` tokens (one slot is the CLS) is discarded and
+redrawn, so every length fits. The label is the expression's value (10 classes).
+Vocabulary (``LISTOPS_VOCAB``, id = index): 0 [PAD], 1 [CLS], 2–11 the digits 0–9,
+12 MAX, 13 MIN, 14 MED, 15 SM, 16 "[", 17 "]".
+
+**retrieval** — associative recall: P random key/value pairs, then a query key,
+``[CLS] pair … pair [Q] k_q [PAD]…``, keys from ``n_keys`` symbols and values from
+``n_values``. The query key occurs in exactly one pair, at a uniform position (the
+other keys are drawn from the remaining n_keys − 1 and may repeat); the label is that
+pair's value, uniform over ``n_values`` classes, so the answer lies anywhere up to the
+whole sequence away from the query. P is uniform in [min_pairs, n_pairs]: the caller
+chooses the length. Two layouts:
+
+    "fused" (default)  one token per pair, "k3=7"          length P + 3
+    "split"            a key token then a value token       length 2P + 3
+
+"split" is the classic associative-recall task: it needs an induction-style circuit
+(a value token must first learn its key from the previous position). "fused" needs
+only content-based lookup. Measured with a 2-layer pre-LN Transformer built from
+primal_np (D = 64, 4 heads, MLP hidden 128, learned positions, CLS pooling; batch 32,
+AdamW lr 1e-3 with warm-up and cosine decay, weight decay 0.01, clip 1.0; 20 000
+training examples from seed 0, 2 000 test examples from seed 1): "fused" at the
+default settings reached 0.999 test accuracy by step 1500 (1.000 at 3000); "split"
+with 8 pairs stayed at the bag-of-values baseline (0.29 test accuracy, chance 0.1)
+after 4000 steps — a harder task to keep for longer training or larger models.
+Vocabulary (``retrieval_vocab``, shared by both layouts):
+0 [PAD], 1 [CLS], 2 [Q], the keys k0…, the values 0…, then the fused pairs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from ._checks import index_array, positive_int
+
+__all__ = [
+    "TaskData",
+    "TASKS",
+    "make_task",
+    "PAD",
+    "CLS",
+    "QUERY",
+    "LISTOPS_VOCAB",
+    "listops",
+    "listops_decode",
+    "listops_evaluate",
+    "RETRIEVAL_LAYOUTS",
+    "retrieval",
+    "retrieval_vocab",
+    "retrieval_decode",
+]
+
+PAD, CLS, QUERY = 0, 1, 2  # QUERY ([Q]) is used by retrieval only
+
+
+class TaskData(NamedTuple):
+    ids: np.ndarray  # (n, max_len) int64
+    mask: np.ndarray  # (n, max_len) bool, True = real token
+    labels: np.ndarray  # (n,) int64
+    num_classes: int
+    vocab_size: int
+
+
+def _pack(seqs: list[list[int]], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token lists with PAD into (n, max_len) ids and the matching mask."""
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    mask = np.arange(max_len) < lengths[:, None]
+    ids = np.zeros((len(seqs), max_len), dtype=np.int64)
+    ids[mask] = np.concatenate(seqs)
+    return ids, mask
+
+
+def _one_sequence(ids: object, vocab_size: int) -> np.ndarray:
+    arr = index_array(ids, "ids", vocab_size)
+    if arr.ndim != 1:
+        raise ValueError(f"ids must be one sequence of shape (N,), got shape {arr.shape}")
+    return arr
+
+
+# --------------------------------------------------------------------------- ListOps
+LISTOPS_OPS = ("MAX", "MIN", "MED", "SM")
+LISTOPS_VOCAB = ("[PAD]", "[CLS]", *(str(d) for d in range(10)), *LISTOPS_OPS, "[", "]")
+_LISTOPS_ID = {tok: i for i, tok in enumerate(LISTOPS_VOCAB)}
+_OPEN, _CLOSE = _LISTOPS_ID["["], _LISTOPS_ID["]"]
+
+
+def _apply(op: str, args: list[int]) -> int:
+    if op == "MAX":
+        return max(args)
+    if op == "MIN":
+        return min(args)
+    if op == "MED":
+        return sorted(args)[(len(args) - 1) // 2]  # the lower median
+    return sum(args) % 10  # SM
+
+
+def _listops_expr(
+    rng: np.random.Generator, depth: int, max_depth: int, max_args: int, branch_prob: float
+) -> tuple[list[int], int]:
+    """One random expression at nesting level ``depth`` (root = 1): (token ids, value)."""
+    op = LISTOPS_OPS[int(rng.integers(4))]
+    toks, vals = [_OPEN, _LISTOPS_ID[op]], []
+    for _ in range(int(rng.integers(2, max_args + 1))):
+        if depth < max_depth and rng.random() < branch_prob:
+            sub, val = _listops_expr(rng, depth + 1, max_depth, max_args, branch_prob)
+            toks += sub
+        else:
+            val = int(rng.integers(10))
+            toks.append(_LISTOPS_ID[str(val)])
+        vals.append(val)
+    toks.append(_CLOSE)
+    return toks, _apply(op, vals)
+
+
+def listops(
+    n: int,
+    seed: int,
+    *,
+    max_depth: int = 3,
+    max_args: int = 5,
+    max_len: int = 64,
+    branch_prob: float = 0.3,
+    max_tries: int = 1000,
+) -> TaskData:
+    """``n`` ListOps expressions (see the module docstring), CLS first, padded to ``max_len``.
+
+    max_depth ≥ 1 levels of operators, 2..max_args (≥ 2) arguments each, each argument
+    a sub-expression with probability branch_prob in [0, 1]. An expression that does not
+    fit in max_len − 1 tokens is redrawn, at most ``max_tries`` times per example.
+    """
+    n = positive_int(n, "n")
+    max_depth = positive_int(max_depth, "max_depth")
+    max_args = positive_int(max_args, "max_args", minimum=2)
+    max_len = positive_int(max_len, "max_len", minimum=6)  # CLS + "[ OP d d ]"
+    max_tries = positive_int(max_tries, "max_tries")
+    if not 0.0 <= float(branch_prob) <= 1.0:
+        raise ValueError(f"branch_prob must lie in [0, 1], got {branch_prob!r}")
+    rng = np.random.default_rng(seed)
+    seqs, labels = [], []
+    for i in range(n):
+        for _ in range(max_tries):
+            toks, val = _listops_expr(rng, 1, max_depth, max_args, float(branch_prob))
+            if len(toks) < max_len:
+                break
+        else:
+            raise ValueError(
+                f"example {i}: no expression of at most max_len - 1 = {max_len - 1} tokens in "
+                f"{max_tries} draws; raise max_len or lower max_depth, max_args or branch_prob"
+            )
+        seqs.append([CLS, *toks])
+        labels.append(val)
+    ids, mask = _pack(seqs, max_len)
+    return TaskData(ids, mask, np.array(labels, dtype=np.int64), 10, len(LISTOPS_VOCAB))
+
+
+def listops_decode(ids: np.ndarray) -> str:
+    """Token ids of one sequence (N,) → the expression, space-separated; PAD and CLS dropped."""
+    ids = _one_sequence(ids, len(LISTOPS_VOCAB))
+    return " ".join(LISTOPS_VOCAB[i] for i in ids.tolist() if i not in (PAD, CLS))
+
+
+def listops_evaluate(expr: str) -> int:
+    """Value of a ListOps expression string such as ``"[ MAX 2 [ SM 9 4 ] ]"``."""
+    stack: list[list] = []  # one [op, args...] frame per open bracket
+    tokens = expr.split()
+    result = None
+    for pos, tok in enumerate(tokens):
+        if tok == "[":
+            if pos + 1 >= len(tokens) or tokens[pos + 1] not in LISTOPS_OPS:
+                raise ValueError(f"'[' at token {pos} must be followed by one of {LISTOPS_OPS}")
+            stack.append([])
+        elif tok in LISTOPS_OPS:
+            if not stack or stack[-1]:
+                raise ValueError(f"operator {tok} at token {pos} does not follow '['")
+            stack[-1].append(tok)
+        elif tok == "]" or tok.isdigit():
+            if not stack or result is not None:
+                raise ValueError(f"token {tok!r} at {pos} lies outside any expression")
+            if tok == "]":
+                op, *args = stack.pop()
+                if len(args) < 2:
+                    raise ValueError(f"{op} closed at token {pos} with {len(args)} argument(s)")
+                val = _apply(op, args)
+                if stack:
+                    stack[-1].append(val)
+                else:
+                    result = val
+            elif len(tok) == 1:
+                stack[-1].append(int(tok))
+            else:
+                raise ValueError(f"token {tok!r} at {pos} is not a single digit")
+        else:
+            raise ValueError(f"unknown token {tok!r} at {pos}; vocabulary {LISTOPS_VOCAB[2:]}")
+    if stack or result is None:
+        raise ValueError(f"incomplete expression: {expr!r}")
+    return result
+
+
+# --------------------------------------------------------------------------- retrieval
+RETRIEVAL_LAYOUTS = ("fused", "split")
+
+
+def retrieval_vocab(n_keys: int = 8, n_values: int = 10) -> tuple[str, ...]:
+    """Token strings by id: [PAD], [CLS], [Q], the keys k0…, the values 0…, then the
+    fused pairs "k{i}={j}" at id 3 + n_keys + n_values + i·n_values + j."""
+    return (
+        "[PAD]",
+        "[CLS]",
+        "[Q]",
+        *(f"k{i}" for i in range(n_keys)),
+        *(str(j) for j in range(n_values)),
+        *(f"k{i}={j}" for i in range(n_keys) for j in range(n_values)),
+    )
+
+
+def retrieval(
+    n: int,
+    seed: int,
+    *,
+    n_pairs: int = 32,
+    min_pairs: int | None = None,
+    n_keys: int = 8,
+    n_values: int = 10,
+    layout: str = "fused",
+    max_len: int | None = None,
+) -> TaskData:
+    """``n`` associative-recall sequences (see the module docstring).
+
+    Each holds P pairs, P uniform in [min_pairs, n_pairs] (default min_pairs =
+    n_pairs // 2; min_pairs = n_pairs fixes the length), then ``[Q] k_q``; padded to
+    max_len (default: the longest possible, n_pairs + 3 fused or 2·n_pairs + 3 split).
+    n_keys ≥ 2 so that the query key can be unique; labels are in [0, n_values).
+    """
+    n = positive_int(n, "n")
+    n_pairs = positive_int(n_pairs, "n_pairs")
+    if min_pairs is None:
+        min_pairs = max(1, n_pairs // 2)
+    min_pairs = positive_int(min_pairs, "min_pairs")
+    if min_pairs > n_pairs:
+        raise ValueError(f"min_pairs must be <= n_pairs ({n_pairs}), got {min_pairs}")
+    n_keys = positive_int(n_keys, "n_keys", minimum=2)
+    n_values = positive_int(n_values, "n_values", minimum=2)
+    if layout not in RETRIEVAL_LAYOUTS:
+        raise ValueError(f"layout must be one of {RETRIEVAL_LAYOUTS}, got {layout!r}")
+    width = 1 if layout == "fused" else 2  # tokens per pair
+    longest = width * n_pairs + 3
+    max_len = longest if max_len is None else positive_int(max_len, "max_len", minimum=longest)
+
+    rng = np.random.default_rng(seed)
+    pairs = rng.integers(min_pairs, n_pairs + 1, size=n)
+    query = rng.integers(n_keys, size=n)
+    where = rng.integers(0, pairs)  # the answer's pair, uniform in [0, P)
+    keys = rng.integers(n_keys - 1, size=(n, n_pairs))
+    keys += keys >= query[:, None]  # skip the query key: the other keys never equal it
+    keys[np.arange(n), where] = query
+    values = rng.integers(n_values, size=(n, n_pairs))
+    labels = values[np.arange(n), where]
+
+    key0, value0, pair0 = 3, 3 + n_keys, 3 + n_keys + n_values
+    if layout == "fused":
+        body = pair0 + keys * n_values + values  # (n, n_pairs)
+    else:
+        body = np.stack([key0 + keys, value0 + values], axis=-1).reshape(n, 2 * n_pairs)
+    lengths = width * pairs + 3
+    pos = np.arange(max_len)
+    mask = pos < lengths[:, None]
+    ids = np.zeros((n, max_len), dtype=np.int64)
+    ids[:, 1 : width * n_pairs + 1] = body
+    ids[pos >= lengths[:, None] - 2] = PAD  # drop the unused pairs ...
+    ids[:, 0] = CLS
+    rows = np.arange(n)
+    ids[rows, lengths - 2] = QUERY  # ... and end with [Q] k_q
+    ids[rows, lengths - 1] = key0 + query
+    return TaskData(
+        ids, mask, labels.astype(np.int64), n_values, len(retrieval_vocab(n_keys, n_values))
+    )
+
+
+def retrieval_decode(ids: np.ndarray, *, n_keys: int = 8, n_values: int = 10) -> str:
+    """Token ids of one sequence (N,) → space-separated tokens, PAD dropped."""
+    vocab = retrieval_vocab(n_keys, n_values)
+    ids = _one_sequence(ids, len(vocab))
+    return " ".join(vocab[i] for i in ids.tolist() if i != PAD)
+
+
+# --------------------------------------------------------------------------- registry
+TASKS: dict[str, Callable[..., TaskData]] = {"listops": listops, "retrieval": retrieval}
+
+
+def make_task(name: str, *, n: int, seed: int, **params: object) -> TaskData:
+    """Generate ``n`` examples of task ``name`` (a key of ``TASKS``) from ``seed``.
+
+    ``params`` are the task's keyword parameters (see ``listops`` / ``retrieval``).
+    """
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid names: {sorted(TASKS)}")
+    gen = TASKS[name]
+    valid = [p for p in inspect.signature(gen).parameters if p not in ("n", "seed")]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise TypeError(f"task {name!r} has no parameter(s) {unknown}; valid: {valid}")
+    seed = positive_int(seed, "seed", minimum=0)
+    return gen(n, seed, **params)
