@@ -1,0 +1,125 @@
+"""Configuration of the small encoder classifiers: PrimalFormer, Primal.+Trans., Transformer."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .._checks import positive_int
+from ..ksvd_loss import get_convention
+from ..params import PrimalAttentionConfig
+
+__all__ = ["MODELS", "ModelConfig", "layer_kinds"]
+
+# name → which attention each of `depth` layers uses
+MODELS = {
+    "primalformer": "primal attention in every layer",
+    "primal+trans": "canonical attention, except primal attention in the last layer",
+    "transformer": "canonical (softmax) attention in every layer",
+}
+
+
+def layer_kinds(model: str, depth: int) -> tuple[str, ...]:
+    """Per-layer attention kinds ("primal" / "canonical") of a named model."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
+    if model == "primalformer":
+        return ("primal",) * depth
+    if model == "primal+trans":
+        return ("canonical",) * (depth - 1) + ("primal",)
+    return ("canonical",) * depth
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A pre-LN encoder classifier.
+
+    tokens → embedding + positions → depth × [x + Attn(LN(x)); x + MLP(LN(x))] → LN →
+    pooling (mean over real tokens, or the CLS token) → linear head (num_classes).
+
+    attention: per-layer kinds; default from ``model`` (see ``MODELS``).
+    Primal layers are the authors' LRA layer (``variant="lra"``, padding mask), with
+    data-dependent weights (n = low_rank·rank_multi sampled rows) unless
+    ``data_dependent=False``. The KSVD loss over the primal layers, weighted by ``eta``,
+    uses ``ksvd_convention`` (a preset of ``primal_np.ksvd_loss.CONVENTIONS``) with
+    ``trace_no_x``.
+    """
+
+    vocab_size: int
+    num_classes: int
+    max_len: int
+    model: str = "primalformer"
+    dim: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    mlp_hidden: int = 128
+    low_rank: int = 8
+    rank_multi: int = 4
+    data_dependent: bool = True
+    positions: str = "learned"
+    pooling: str = "mean"
+    eta: float = 0.1
+    ksvd_convention: str = "lra"
+    trace_no_x: bool = True
+    attention: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        for name in (
+            "vocab_size",
+            "num_classes",
+            "max_len",
+            "dim",
+            "depth",
+            "num_heads",
+            "mlp_hidden",
+        ):
+            positive_int(getattr(self, name), name)
+        if not self.attention:
+            object.__setattr__(self, "attention", layer_kinds(self.model, self.depth))
+        else:
+            object.__setattr__(self, "attention", tuple(self.attention))
+        if len(self.attention) != self.depth or any(
+            a not in ("primal", "canonical") for a in self.attention
+        ):
+            raise ValueError(
+                f"attention must list 'primal' or 'canonical' for each of depth={self.depth} "
+                f"layers, got {self.attention}"
+            )
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.positions not in ("learned", "sinusoidal"):
+            raise ValueError(f"positions must be 'learned' or 'sinusoidal', got {self.positions!r}")
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
+        if not (self.eta >= 0):
+            raise ValueError(f"eta must be >= 0, got {self.eta}")
+        get_convention(self.ksvd_convention)
+        if self.has_primal:
+            self.primal_config()  # validates low_rank, rank_multi against the head dim
+
+    @property
+    def has_primal(self) -> bool:
+        return "primal" in self.attention
+
+    def primal_config(self) -> PrimalAttentionConfig:
+        try:
+            return PrimalAttentionConfig(
+                dim=self.dim,
+                num_heads=self.num_heads,
+                low_rank=self.low_rank,
+                rank_multi=self.rank_multi,
+                variant="lra",
+                data_dependent=self.data_dependent,
+            )
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"primal attention layers: {exc}") from None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["attention"] = list(self.attention)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        d = dict(d)
+        d["attention"] = tuple(d.get("attention", ()))
+        return cls(**d)

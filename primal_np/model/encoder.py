@@ -1,0 +1,228 @@
+"""A small pre-LN encoder classifier with canonical or primal attention per layer.
+
+    x⁰ = E[ids] + P                                   (learned or sinusoidal positions)
+    xˡ = xˡ⁻¹ + Attnˡ(LN₁ˡ(xˡ⁻¹));  xˡ ← xˡ + MLPˡ(LN₂ˡ(xˡ))
+    logits = pool(LN_f(x^L)) W_hᵀ + b_h
+    loss = CE(logits, labels) + η · KSVD(primal layers)
+
+Everything is a forward/backward pair built from primal_np's ops; ``loss_and_grads``
+returns the loss, its parts and the gradient of every parameter. Parameters are a
+flat dict with dotted names: ``embed``, ``pos``, ``layers.<i>.ln1.weight``,
+``layers.<i>.attn.<name>``, ``layers.<i>.mlp.fc1.weight``, …, ``ln_f.*``, ``head.*``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..ksvd_loss import ksvd_loss, ksvd_loss_backward, ksvd_terms_from_cache
+from ..layer import primal_attention, primal_attention_backward
+from ..mha import init_mha_params, mha_attention, mha_attention_backward
+from ..nn.embedding import (
+    embedding,
+    embedding_backward,
+    learned_positional,
+    learned_positional_backward,
+    sinusoidal_positions,
+)
+from ..nn.losses import cross_entropy, cross_entropy_backward
+from ..nn.mlp import init_mlp_params, mlp, mlp_backward
+from ..nn.norm import layer_norm, layer_norm_backward
+from ..nn.pooling import cls_pool, cls_pool_backward, mean_pool, mean_pool_backward
+from ..params import init_primal_attention_params
+from ..primitives import linear, linear_backward
+from .config import ModelConfig
+
+__all__ = [
+    "init_model_params",
+    "ModelCache",
+    "model_forward",
+    "model_backward",
+    "model_loss",
+    "LossAndGrads",
+    "loss_and_grads",
+]
+
+
+def init_model_params(
+    cfg: ModelConfig, *, seed: int = 0, dtype=np.float64
+) -> dict[str, np.ndarray]:
+    """Seeded parameters. Token and learned position embeddings N(0, 1) (PyTorch's
+    ``nn.Embedding`` default, as the LRA code's); LayerNorm (1, 0); attention and MLP as
+    their own initialisers; head PyTorch-default."""
+    rng = np.random.default_rng(seed)
+    D = cfg.dim
+    p: dict[str, np.ndarray] = {"embed": rng.standard_normal((cfg.vocab_size, D)).astype(dtype)}
+    if cfg.positions == "learned":
+        p["pos"] = rng.standard_normal((cfg.max_len, D)).astype(dtype)
+    for i, kind in enumerate(cfg.attention):
+        sub = int(rng.integers(2**31))
+        for ln in ("ln1", "ln2"):
+            p[f"layers.{i}.{ln}.weight"] = np.ones(D, dtype)
+            p[f"layers.{i}.{ln}.bias"] = np.zeros(D, dtype)
+        attn = (
+            init_primal_attention_params(cfg.primal_config(), seed=sub, dtype=dtype)
+            if kind == "primal"
+            else init_mha_params(D, seed=sub, dtype=dtype)
+        )
+        p.update({f"layers.{i}.attn.{k}": v for k, v in attn.items()})
+        p.update(
+            {
+                f"layers.{i}.mlp.{k}": v
+                for k, v in init_mlp_params(D, cfg.mlp_hidden, seed=sub + 1, dtype=dtype).items()
+            }
+        )
+    p["ln_f.weight"], p["ln_f.bias"] = np.ones(D, dtype), np.zeros(D, dtype)
+    bound = 1.0 / np.sqrt(D)
+    p["head.weight"] = rng.uniform(-bound, bound, (cfg.num_classes, D)).astype(dtype)
+    p["head.bias"] = rng.uniform(-bound, bound, cfg.num_classes).astype(dtype)
+    return p
+
+
+def _sub(params: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+class _LayerCache(NamedTuple):
+    kind: str
+    ln1: object
+    attn: object
+    ln2: object
+    mlp: object
+
+
+class ModelCache(NamedTuple):
+    cfg: ModelConfig
+    emb: object
+    pos: object
+    layers: list
+    ln_f: object
+    pool: object
+    head: object
+    outputs: list  # per layer: the residual stream after the layer (for diagnostics)
+
+
+def model_forward(
+    params: dict[str, np.ndarray], ids: np.ndarray, mask: np.ndarray, cfg: ModelConfig
+) -> tuple[np.ndarray, ModelCache]:
+    """Logits (B, num_classes) for token ids (B, N) with padding mask (B, N), True = real."""
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or ids.shape[1] > cfg.max_len:
+        raise ValueError(
+            f"ids must be (B, N) with N <= max_len = {cfg.max_len}, got shape {ids.shape}"
+        )
+    x, emb = embedding(ids, params["embed"])
+    pos = None
+    if cfg.positions == "learned":
+        x, pos = learned_positional(x, params["pos"])
+    else:
+        x = x + sinusoidal_positions(ids.shape[1], cfg.dim, dtype=x.dtype)
+    layers, outputs = [], []
+    for i, kind in enumerate(cfg.attention):
+        pre = f"layers.{i}."
+        h, ln1 = layer_norm(x, params[pre + "ln1.weight"], params[pre + "ln1.bias"])
+        ap = _sub(params, pre + "attn.")
+        if kind == "primal":
+            a, ac = primal_attention(h, ap, cfg.primal_config(), mask=mask)
+        else:
+            a, ac = mha_attention(h, ap, num_heads=cfg.num_heads, padding_mask=mask)
+        x = x + a
+        h, ln2 = layer_norm(x, params[pre + "ln2.weight"], params[pre + "ln2.bias"])
+        m, mc = mlp(h, _sub(params, pre + "mlp."))
+        x = x + m
+        layers.append(_LayerCache(kind, ln1, ac, ln2, mc))
+        outputs.append(x)
+    h, ln_f = layer_norm(x, params["ln_f.weight"], params["ln_f.bias"])
+    pooled, pool = mean_pool(h, mask) if cfg.pooling == "mean" else cls_pool(h)
+    logits, head = linear(pooled, params["head.weight"], params["head.bias"])
+    return logits, ModelCache(cfg, emb, pos, layers, ln_f, pool, head, outputs)
+
+
+def model_backward(
+    dlogits: np.ndarray, cache: ModelCache, ksvd_grads: dict | None = None
+) -> dict[str, np.ndarray]:
+    """Gradients of every parameter. ``ksvd_grads`` maps a primal layer's index to its
+    ``KSVDGrads`` (from ``ksvd_loss_backward``), added where the KSVD loss enters."""
+    cfg = cache.cfg
+    ksvd_grads = ksvd_grads or {}
+    g: dict[str, np.ndarray] = {}
+    dpooled, g["head.weight"], g["head.bias"] = linear_backward(dlogits, cache.head)
+    dh = (
+        mean_pool_backward(dpooled, cache.pool)
+        if cfg.pooling == "mean"
+        else cls_pool_backward(dpooled, cache.pool)
+    )
+    dx, g["ln_f.weight"], g["ln_f.bias"] = layer_norm_backward(dh, cache.ln_f)
+    for i in reversed(range(len(cache.layers))):
+        lc = cache.layers[i]
+        pre = f"layers.{i}."
+        dm, mg = mlp_backward(dx, lc.mlp)
+        g.update({pre + "mlp." + k: v for k, v in mg.items()})
+        dh, g[pre + "ln2.weight"], g[pre + "ln2.bias"] = layer_norm_backward(dm, lc.ln2)
+        dx = dx + dh
+        if lc.kind == "primal":
+            kg = ksvd_grads.get(i)
+            extra = {}
+            if kg is not None:
+                extra = dict(d_escore=kg.escore, d_rscore=kg.rscore, d_we_x=kg.we_x, d_wr_x=kg.wr_x)
+            da, ag = primal_attention_backward(dx, lc.attn, **extra)
+            if kg is not None:
+                ag["lam"] = ag["lam"] + kg.lam
+                ag["we"] = ag["we"] + kg.we
+                ag["wr"] = ag["wr"] + kg.wr
+        else:
+            da, ag = mha_attention_backward(dx, lc.attn)
+        g.update({pre + "attn." + k: v for k, v in ag.items()})
+        dh, g[pre + "ln1.weight"], g[pre + "ln1.bias"] = layer_norm_backward(da, lc.ln1)
+        dx = dx + dh
+    if cfg.positions == "learned":
+        dx, g["pos"] = learned_positional_backward(dx, cache.pos)
+    g["embed"] = embedding_backward(dx, cache.emb)
+    return g
+
+
+class LossAndGrads(NamedTuple):
+    loss: float  # task + η·KSVD
+    task_loss: float
+    ksvd_loss: float  # 0 when the model has no primal layer
+    ksvd_per_layer: dict  # primal layer index → its L_l (the square)
+    j_per_layer: dict  # primal layer index → the quantity inside the square (batch/head mean of j)
+    logits: np.ndarray
+    grads: dict
+    cache: ModelCache
+
+
+def model_loss(params, ids, mask, labels, cfg: ModelConfig) -> float:
+    """The training loss (cross-entropy + η·KSVD) without the backward pass."""
+    logits, cache = model_forward(params, ids, mask, cfg)
+    task = float(cross_entropy(logits, labels)[0])
+    terms = [ksvd_terms_from_cache(lc.attn) for lc in cache.layers if lc.kind == "primal"]
+    if not terms or not cfg.eta:
+        return task
+    return task + cfg.eta * ksvd_loss(terms, cfg.ksvd_convention, trace_no_x=cfg.trace_no_x)[0]
+
+
+def loss_and_grads(
+    params: dict[str, np.ndarray],
+    ids: np.ndarray,
+    mask: np.ndarray,
+    labels: np.ndarray,
+    cfg: ModelConfig,
+) -> LossAndGrads:
+    """Cross-entropy + η·KSVD over the primal layers, and the gradient of every parameter."""
+    logits, cache = model_forward(params, ids, mask, cfg)
+    task, ce = cross_entropy(logits, labels)
+    primal_idx = [i for i, k in enumerate(cfg.attention) if k == "primal"]
+    kl, per_layer, j_layer, kgrads = 0.0, {}, {}, {}
+    if primal_idx:
+        terms = [ksvd_terms_from_cache(cache.layers[i].attn) for i in primal_idx]
+        kl, lcache = ksvd_loss(terms, cfg.ksvd_convention, trace_no_x=cfg.trace_no_x)
+        per_layer = {i: float(v) for i, v in zip(primal_idx, lcache.per_layer, strict=True)}
+        j_layer = {i: float(lc.j.mean()) for i, lc in zip(primal_idx, lcache.layers, strict=True)}
+        if cfg.eta:
+            kgrads = dict(zip(primal_idx, ksvd_loss_backward(cfg.eta, lcache), strict=True))
+    grads = model_backward(cross_entropy_backward(1.0, ce), cache, kgrads)
+    total = float(task) + cfg.eta * kl
+    return LossAndGrads(total, float(task), kl, per_layer, j_layer, logits, grads, cache)

@@ -1,0 +1,227 @@
+"""The trainable encoder: whole-model gradients, training, checkpoints, divergence, spectrum."""
+
+import json
+
+import numpy as np
+import pytest
+
+from primal_np.cli import main
+from primal_np.gradcheck import gradcheck
+from primal_np.model import ModelConfig, init_model_params, loss_and_grads, model_forward
+from primal_np.model.encoder import model_loss
+from primal_np.model.spectrum import attention_spectrum, normalized_cumulative_singular_values
+from primal_np.model.train import TrainConfig, TrainingDiverged, load_checkpoint, train
+
+TINY = dict(
+    vocab_size=7,
+    num_classes=3,
+    max_len=6,
+    dim=8,
+    depth=2,
+    num_heads=2,
+    mlp_hidden=6,
+    low_rank=2,
+    rank_multi=2,
+)
+
+
+def _batch(rng):
+    ids = rng.integers(2, 7, (3, 6))
+    mask = np.ones((3, 6), bool)
+    mask[1, 4:] = False
+    ids[1, 4:] = 0
+    return ids, mask, rng.integers(0, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "model,extra,mode",
+    [
+        ("primalformer", {}, "elementwise"),  # every entry of every parameter
+        ("primal+trans", dict(positions="sinusoidal", pooling="cls"), "directional"),
+        ("transformer", {}, "directional"),
+        (
+            "primalformer",
+            dict(ksvd_convention="lra_trace_x", trace_no_x=False, pooling="cls"),
+            "directional",
+        ),
+        ("primalformer", dict(data_dependent=False, ksvd_convention="per_sample"), "directional"),
+    ],
+)
+def test_whole_model_finite_differences(rng, model, extra, mode):
+    cfg = ModelConfig(model=model, eta=0.3, **TINY, **extra)
+    params = init_model_params(cfg, seed=1)
+    ids, mask, labels = _batch(rng)
+    r = loss_and_grads(params, ids, mask, labels, cfg)
+    assert set(r.grads) == set(params)
+    assert r.loss == model_loss(params, ids, mask, labels, cfg)
+    rep = gradcheck(
+        lambda **p: model_loss(p, ids, mask, labels, cfg),
+        params,
+        r.grads,
+        mode=mode,
+        n_directions=6,
+    )
+    rep.assert_ok()
+
+
+def test_model_kinds_and_bad_configs():
+    assert ModelConfig(model="primal+trans", **{**TINY, "depth": 3}).attention == (
+        "canonical",
+        "canonical",
+        "primal",
+    )
+    with pytest.raises(
+        ValueError,
+        match="unknown model 'primalformer2'; valid: primalformer, primal\\+trans, transformer",
+    ):
+        ModelConfig(model="primalformer2", **TINY)
+    with pytest.raises(ValueError, match="dim 8 is not divisible by num_heads 3"):
+        ModelConfig(**{**TINY, "num_heads": 3})
+    with pytest.raises(
+        ValueError, match="primal attention layers: low_rank 5 exceeds the head dim p = 4"
+    ):
+        ModelConfig(**{**TINY, "low_rank": 5}, data_dependent=False)
+    with pytest.raises(ValueError, match="unknown task 'sorting'; valid: listops, retrieval"):
+        train(TrainConfig(task="sorting"))
+
+
+def test_padding_does_not_change_the_logits_of_canonical_models(rng):
+    """Transformer: padded keys are masked and mean pooling skips padded rows, so the
+    content of padded positions cannot matter. (Primal layers deliberately differ: the
+    authors' code lets padded tokens enter F.)"""
+    cfg = ModelConfig(model="transformer", **TINY)
+    p = init_model_params(cfg, seed=0)
+    ids, mask, _ = _batch(rng)
+    a, _ = model_forward(p, ids, mask, cfg)
+    ids2 = ids.copy()
+    ids2[1, 4:] = 5
+    b, _ = model_forward(p, ids2, mask, cfg)
+    np.testing.assert_allclose(a, b, rtol=1e-13)
+
+
+def _small_train(tmp_path, **kw):
+    base = dict(
+        task="listops", task_params={"max_len": 24, "max_depth": 2}, steps=6, batch_size=8,
+        n_train=64, n_val=16, n_test=16, eval_every=3, dim=16, depth=2, num_heads=2, mlp_hidden=16,
+        low_rank=2, rank_multi=2, warmup=2,
+    )  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_runs_is_deterministic_and_records_j(tmp_path):
+    cfg = _small_train(tmp_path)
+    r1 = train(cfg, progress=False)
+    r2 = train(cfg, progress=False)
+    assert (
+        r1.accuracy == r2.accuracy
+        and r1.history[-1]["train_task_loss"] == r2.history[-1]["train_task_loss"]
+    )
+    assert (
+        set(r1.j_per_layer) == {"layer 0", "layer 1"} and len(r1.j_per_layer["layer 0"]) == 3
+    )  # init, step 3, step 6
+    assert 0.0 <= r1.accuracy <= 1.0 and r1.chance_accuracy >= 0.1 - 1e-12
+    assert r1.tokens_per_second > 0
+
+
+def test_checkpoint_resume_equals_uninterrupted(tmp_path):
+    full = train(_small_train(tmp_path, steps=6), progress=False)
+    ck = tmp_path / "ck"
+    train(
+        _small_train(tmp_path, steps=6, checkpoint_dir=str(ck), checkpoint_every=3, eval_every=3),
+        progress=False,
+    )
+    params, opt, mcfg, tcfg, step = load_checkpoint(ck)
+    assert step == 6 and opt["step"] == 6 and mcfg.model == "primalformer"
+    meta = json.loads((ck / "checkpoint.json").read_text())
+    assert meta["train_config"]["steps"] == 6
+    with np.load(ck / "checkpoint.npz", allow_pickle=False) as data:
+        assert all(k.startswith(("param/", "opt/")) for k in data.files)
+    assert full.accuracy == meta["metrics"]["accuracy"]
+
+
+def test_divergence_names_step_and_layer_and_keeps_checkpoint(tmp_path):
+    ck = tmp_path / "ck"
+    cfg = _small_train(tmp_path, checkpoint_dir=str(ck), lr=1e30, clip=0.0, steps=50)
+    with pytest.raises(
+        TrainingDiverged, match=r"non-finite loss at step \d+: .*last good checkpoint"
+    ):
+        train(cfg, progress=False)
+    params, *_ = load_checkpoint(ck)
+    assert all(np.all(np.isfinite(v)) for v in params.values())
+
+
+def test_cli_train_json_last_line(capsys):
+    argv = [
+        "train", "--model", "primal+trans", "--task", "listops", "--steps", "4", "--json", "--quiet",
+        "--n-train", "32", "--batch-size", "8", "--dim", "16", "--heads", "2", "--eval-every", "2",
+        "--task-param", "max_len=24", "--task-param", "max_depth=2",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    out = json.loads(last)
+    for key in (
+        "accuracy",
+        "chance_accuracy",
+        "task_loss",
+        "ksvd_loss",
+        "steps",
+        "seconds",
+        "tokens_per_second",
+    ):
+        assert key in out
+    assert out["steps"] == 4 and list(out["ksvd_loss"]) == ["layer 1"]
+
+
+def test_cli_train_rejects_bad_config_before_training(capsys):
+    assert main(["train", "--heads", "3", "--steps", "1", "--quiet"]) == 2
+    assert "not divisible by num_heads 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "nope"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nope'" in err and all(
+        m in err for m in ("primalformer", "primal+trans", "transformer")
+    )
+
+
+def test_normalized_cumulative_singular_values_closed_forms():
+    # rank one: all the mass in the first singular value
+    u, v = np.arange(1.0, 5.0), np.array([1.0, -2.0, 0.5, 3.0])
+    np.testing.assert_allclose(
+        normalized_cumulative_singular_values(np.outer(u, v)), [1, 1, 1, 1], atol=1e-15
+    )
+    # identity: uniform spectrum, linear ramp
+    np.testing.assert_allclose(
+        normalized_cumulative_singular_values(np.eye(4)), [0.25, 0.5, 0.75, 1.0]
+    )
+    np.testing.assert_array_equal(
+        normalized_cumulative_singular_values(np.zeros((3, 3))), np.zeros(3)
+    )
+
+
+def test_attention_spectrum_labels_and_shapes(rng):
+    cfg = ModelConfig(model="primal+trans", **TINY)
+    p = init_model_params(cfg, seed=2)
+    ids, mask, _ = _batch(rng)
+    res = attention_spectrum(p, cfg, ids, mask)
+    assert [r.kind for r in res] == ["canonical", "primal"]
+    assert "softmax" in res[0].label and "Φ_q Fᵀ F Φ_kᵀ" in res[1].label
+    for r in res:
+        assert r.curve.shape == (4,)  # the shortest sequence has 4 real tokens
+        assert (
+            np.all(np.diff(r.curve) >= -1e-12)
+            and abs(r.curve[-1] - 1) < 1e-12
+            or r.curve.shape[0] < 6
+        )
+        assert r.n_matrices == 3 * cfg.num_heads
+    cos = attention_spectrum(p, cfg, ids, mask, primal_kernel="cosine")
+    assert "Φ_q Φ_kᵀ" in cos[1].label
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    ck = tmp_path / "ck"
+    train(_small_train(tmp_path, steps=3, checkpoint_dir=str(ck)), progress=False)
+    r = train(_small_train(tmp_path, steps=6), progress=False, resume=str(ck))
+    assert r.steps == 3 and r.history[0]["step"] == 3
+    with pytest.raises(ValueError, match="is at step 3; ask for more than 3 steps"):
+        train(_small_train(tmp_path, steps=3), progress=False, resume=str(ck))
