@@ -48,6 +48,9 @@ MODEL_FIELDS = (
 )  # fmt: skip
 
 
+_MODEL_DEFAULTS = {f.name: f.default for f in fields(ModelConfig)}
+
+
 @dataclass
 class TrainConfig:
     """Everything a run needs; the defaults are the CLI's defaults."""
@@ -70,19 +73,19 @@ class TrainConfig:
     eval_every: int = 100
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0  # 0: only at the end
-    # model
-    dim: int = 64
-    depth: int = 2
-    num_heads: int = 4
-    mlp_hidden: int = 128
-    low_rank: int = 8
-    rank_multi: int = 4
-    data_dependent: bool = True
-    positions: str = "learned"
-    pooling: str = "mean"
-    eta: float = 0.1
-    ksvd_convention: str = "lra"
-    trace_no_x: bool = True
+    # model (defaults: ModelConfig's)
+    dim: int = _MODEL_DEFAULTS["dim"]
+    depth: int = _MODEL_DEFAULTS["depth"]
+    num_heads: int = _MODEL_DEFAULTS["num_heads"]
+    mlp_hidden: int = _MODEL_DEFAULTS["mlp_hidden"]
+    low_rank: int = _MODEL_DEFAULTS["low_rank"]
+    rank_multi: int = _MODEL_DEFAULTS["rank_multi"]
+    data_dependent: bool = _MODEL_DEFAULTS["data_dependent"]
+    positions: str = _MODEL_DEFAULTS["positions"]
+    pooling: str = _MODEL_DEFAULTS["pooling"]
+    eta: float = _MODEL_DEFAULTS["eta"]
+    ksvd_convention: str = _MODEL_DEFAULTS["ksvd_convention"]
+    trace_no_x: bool = _MODEL_DEFAULTS["trace_no_x"]
 
     def validate(self) -> None:
         if self.model not in MODELS:
