@@ -122,6 +122,8 @@ def test_training_runs_is_deterministic_and_records_j(tmp_path):
     )  # init, step 3, step 6
     assert 0.0 <= r1.accuracy <= 1.0 and r1.chance_accuracy >= 0.1 - 1e-12
     assert r1.tokens_per_second > 0
+    assert set(r1.params) >= {"embed", "head.weight"} and "params" not in r1.as_dict()
+    json.dumps(r1.as_dict())
 
 
 def test_checkpoint_resume_equals_uninterrupted(tmp_path):

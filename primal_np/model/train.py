@@ -136,9 +136,11 @@ class TrainResult:
     tokens_per_second: float  # (batch_size · max_len) positions per step, padding included
     model_config: dict
     train_config: dict
+    params: dict = field(default_factory=dict, repr=False)  # the trained parameters
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Everything but the parameter arrays (JSON-serialisable)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "params"}
 
 
 def _batches(n: int, batch_size: int, rng: np.random.Generator):
@@ -387,4 +389,5 @@ def train(
         else 0.0,
         model_config=mcfg.to_dict(),
         train_config=asdict(cfg),
+        params=params,
     )
