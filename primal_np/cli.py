@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="the last line of stdout is one JSON object")
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(func=_cmd_train)
+
+    from .bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -117,8 +117,8 @@ def _check_inputs(q, k, v, mask):
 
 def _probabilities(q, k, mask, causal, scale, batch, dt):
     """P and lse of the scaled logits S = scale · Q Kᵀ over the visible keys."""
-    s = np.matmul(q, np.swapaxes(k, -1, -2), dtype=dt)  # our own work array
-    s *= dt.type(scale)
+    # S = (scale·Q) Kᵀ: the scale goes on the N×d factor, not on the N×M product
+    s = np.matmul(q * dt.type(scale), np.swapaxes(k, -1, -2), dtype=dt)  # our own work array
     if s.shape[:-2] != batch:  # v (or the mask) carries leading axes q and k lack
         s = np.broadcast_to(s, (*batch, *s.shape[-2:])).copy()
     vis = visibility(q.shape[-2], k.shape[-2], mask, causal)
@@ -202,23 +202,34 @@ def dual_attention_backward(
 
     Gradients of broadcast leading axes are summed back to each input's shape.
     """
-    q, k, v, p, _, out, scale = cache
+    return _dual_attention_backward(dout, cache)
+
+
+def _dual_attention_backward(
+    dout: np.ndarray, cache: DualCache, out: tuple[np.ndarray, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``dual_attention_backward``; with ``out = (dq, dk, dv)`` (views the caller owns, of the
+    full broadcast shapes) the three gradients are written there instead of new arrays."""
+    q, k, v, p, _, o, scale = cache
     dt = p.dtype
     dout = float_array(dout, "dout")
     expected = (*p.shape[:-1], v.shape[-1])
     if dout.shape != expected:
         raise ValueError(f"dout has shape {dout.shape}, expected the output shape {expected}")
     dout = dout.astype(dt, copy=False)
-    dv = np.matmul(np.swapaxes(p, -1, -2), dout)
+    dq, dk, dv = (None, None, None) if out is None else out
+    dv = np.matmul(np.swapaxes(p, -1, -2), dout, out=dv)
     dp = np.matmul(dout, np.swapaxes(v, -1, -2))
     # rowsum(dP ∘ P) = rowsum(dO ∘ O) since O = P V: O(N·dv) work instead of O(N·M).
-    delta = np.sum(dout * out, axis=-1, keepdims=True)
+    delta = np.einsum("...i,...i->...", dout, o)[..., None]
     dp -= delta
     dp *= p  # dS, in place on our own work array
     ds = dp
     sc = dt.type(scale)
-    dq = np.matmul(ds, k, dtype=dt)
+    dq = np.matmul(ds, k, dtype=dt, out=dq)
     dq *= sc
-    dk = np.matmul(np.swapaxes(ds, -1, -2), q, dtype=dt)
+    dk = np.matmul(np.swapaxes(ds, -1, -2), q, dtype=dt, out=dk)
     dk *= sc
+    if out is not None:
+        return dq, dk, dv
     return sum_to_shape(dq, q.shape), sum_to_shape(dk, k.shape), sum_to_shape(dv, v.shape)

@@ -64,12 +64,18 @@ def cosine_normalize(x: np.ndarray, eps: float = NORMALIZE_EPS) -> tuple[np.ndar
     by eps instead, so no NaN arises.
     """
     x = float_array(x, "x", min_ndim=1)
-    dt = result_dtype(x)
-    x = x.astype(dt, copy=False)
+    return _cosine_normalize(x.astype(result_dtype(x), copy=False), eps)
+
+
+def _cosine_normalize(
+    x: np.ndarray, eps: float = NORMALIZE_EPS, out: np.ndarray | None = None
+) -> tuple[np.ndarray, CosineCache]:
+    """``cosine_normalize`` of a floating array, optionally writing φ into ``out`` (which may
+    be ``x`` itself when the caller owns it and no longer needs it)."""
     norm = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
     clamped = norm <= eps
-    denom = np.maximum(norm, dt.type(eps))
-    y = x / denom
+    denom = np.maximum(norm, x.dtype.type(eps))
+    y = np.divide(x, denom, out=out)
     return y, CosineCache(y, denom, clamped)
 
 
@@ -80,11 +86,23 @@ def cosine_normalize_backward(dy: np.ndarray, cache: CosineCache) -> np.ndarray:
 
     where ‖x‖ ≤ eps the forward was y = x/eps, so dx = dy/eps.
     """
+    return _cosine_normalize_backward(dy, cache)
+
+
+def _cosine_normalize_backward(
+    dy: np.ndarray, cache: CosineCache, out: np.ndarray | None = None
+) -> np.ndarray:
+    """``cosine_normalize_backward``, optionally writing dx into ``out`` (which may be ``dy``
+    itself when the caller owns it: every element is read before it is overwritten)."""
     y, denom, clamped = cache
-    proj = np.einsum("...i,...i->...", y, dy)[..., None]
-    dx = dy - np.where(clamped, 0.0, y * proj)
-    dx /= denom
-    return dx.astype(y.dtype, copy=False)
+    proj = np.einsum("...i,...i->...", y, dy)[..., None]  # yᵀdy per row, our own array
+    proj[clamped] = 0  # clamped rows: y = x/eps, so dx = dy/eps
+    t = y * proj  # the one full-size temporary
+    if out is None:
+        out = t
+    np.subtract(dy, t, out=out)
+    out /= denom
+    return out.astype(y.dtype, copy=False)
 
 
 # --------------------------------------------------------------------------- identity

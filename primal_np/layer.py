@@ -13,6 +13,13 @@ Per head h (head dim p, s = low_rank), for a batch X ∈ R^{B×N×D}:
     Y = merge_heads(O) W_oᵀ + b_o
 
 Time O(B·H·N·p·s) + O(B·N·D²) for the projections; no N×N array is formed.
+
+Layout. Arrays stay token-major, as the projections produce them: Q and K are the two
+halves of one (B, N, 2, H, p) array [Q | K] = X [W_q; W_k]ᵀ (one GEMM; the vision layer's
+``qk`` is this array already), and the (B, H, N, ·) head arrays of the equations are
+strided views of it, which NumPy's matmul hands to BLAS without a copy. E and R are the
+two halves of one (B, N, H, 2s) array [E | R], so the W_c map of all heads and tokens is a
+single (B·N·H, 2s) × (2s, p) GEMM whose output is already ``merged`` (B, N, H·p).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._checks import bool_mask, check_finite, float_array, result_dtype
-from .feature_maps import cosine_normalize, cosine_normalize_backward
+from .feature_maps import CosineCache, _cosine_normalize, _cosine_normalize_backward
 from .params import PrimalAttentionConfig, check_params
 from .primitives import running_mean, running_mean_backward
 from .sampling import lra_indices, vision_indices
@@ -41,14 +48,17 @@ def sample_indices(config: PrimalAttentionConfig, num_tokens: int) -> np.ndarray
 
 class PrimalCache(NamedTuple):
     """Forward intermediates. ``escore``, ``rscore`` (B,H,N,s) and ``we_x``, ``wr_x``
-    (B,H,p,s; None for data-independent weights) are what the KSVD loss consumes."""
+    (B,H,p,s; None for data-independent weights) are what the KSVD loss consumes.
+
+    Head arrays are (B, H, N, ·) views of token-major arrays (module docstring): ``escore``
+    and ``rscore`` of one (B, N, H, 2s) array, ``cos_q`` and ``cos_k`` of ``cos_qk``."""
 
     config: PrimalAttentionConfig
     params: dict
     x: np.ndarray  # (B, N, D)
     mask: np.ndarray | None  # (B, N) bool
     idx: np.ndarray | None  # (n,) sampled positions
-    q_rm: object  # running-mean caches (causal) or None
+    q_rm: object  # running-mean cache of the joint [Q | K] (causal) or None; k_rm is q_rm
     k_rm: object
     cos_q: object  # cosine caches; their .y is Φ_q, Φ_k (B,H,N,p)
     cos_k: object
@@ -58,18 +68,36 @@ class PrimalCache(NamedTuple):
     escore: np.ndarray
     rscore: np.ndarray
     merged: np.ndarray  # (B, N, D) heads merged, input of the output projection
+    cos_qk: object = None  # cosine cache of the joint [Q | K] (B, N, 2, H, p); .y is Φ
 
 
 def _heads(t: np.ndarray, H: int) -> np.ndarray:
-    """(B, N, H·p) → (B, H, N, p), contiguous."""
+    """(B, N, H·p) → (B, H, N, p), a strided view (no copy)."""
     B, N, D = t.shape
-    return np.ascontiguousarray(t.reshape(B, N, H, D // H).transpose(0, 2, 1, 3))
+    return t.reshape(B, N, H, D // H).transpose(0, 2, 1, 3)
 
 
 def _merge(t: np.ndarray) -> np.ndarray:
-    """(B, H, N, p) → (B, N, H·p)."""
+    """(B, H, N, p) → (B, N, H·p) (a copy unless t is a view of that layout)."""
     B, H, N, p = t.shape
     return t.transpose(0, 2, 1, 3).reshape(B, N, H * p)
+
+
+def _qk_halves(qk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, N, 2, H, p) joint array → its Q and K halves as (B, H, N, p) views."""
+    return qk[:, :, 0].transpose(0, 2, 1, 3), qk[:, :, 1].transpose(0, 2, 1, 3)
+
+
+def _rows(t: np.ndarray) -> np.ndarray:
+    """(B, H, N, k) head view of a token-major array → its (B·N·H, k) rows (a view)."""
+    return t.transpose(0, 2, 1, 3).reshape(-1, t.shape[-1])
+
+
+def _qk_projection(P: dict, variant: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The fused query-key projection [W_q; W_k] (2D, D) and bias [b_q; b_k] (2D,)."""
+    if variant == "vision":
+        return P["wqk"], P.get("bqk")
+    return np.concatenate([P["wq"], P["wk"]]), np.concatenate([P["bq"], P["bk"]])
 
 
 def _check_x_mask(x, mask, config: PrimalAttentionConfig):
@@ -79,10 +107,14 @@ def _check_x_mask(x, mask, config: PrimalAttentionConfig):
     check_finite(x, "x")
     if mask is not None:
         if config.variant != "lra":
-            raise ValueError(f"a padding mask applies to the lra variant only (variant {config.variant!r})")
+            raise ValueError(
+                f"a padding mask applies to the lra variant only (variant {config.variant!r})"
+            )
         mask = bool_mask(mask, "mask")
         if mask.shape != x.shape[:2]:
-            raise ValueError(f"mask has shape {mask.shape}, expected (B, N) = {x.shape[:2]} (True = real token)")
+            raise ValueError(
+                f"mask has shape {mask.shape}, expected (B, N) = {x.shape[:2]} (True = real token)"
+            )
     return x, mask
 
 
@@ -113,62 +145,67 @@ def primal_attention(
     H, p, s = config.num_heads, config.head_dim, config.low_rank
     B, N, D = x.shape
 
-    if config.variant == "vision":
-        qk = x @ P["wqk"].T
-        if "bqk" in P:
-            qk += P["bqk"]
-        qk = qk.reshape(B, N, 2, H, p)
-        q = np.ascontiguousarray(qk[:, :, 0].transpose(0, 2, 1, 3))
-        k = np.ascontiguousarray(qk[:, :, 1].transpose(0, 2, 1, 3))
-    else:
-        q = _heads(x @ P["wq"].T + P["bq"], H)
-        k = _heads(x @ P["wk"].T + P["bk"], H)
+    # [Q | K] = X [W_q; W_k]ᵀ + [b_q; b_k]: one (B·N, D) × (D, 2D) GEMM, viewed (B, N, 2, H, p).
+    w_qk, b_qk = _qk_projection(P, config.variant)
+    qk = x @ w_qk.T
+    if b_qk is not None:
+        qk += b_qk
+    qk = qk.reshape(B, N, 2, H, p)
     q_rm = k_rm = None
     if config.variant == "causal":
-        q, q_rm = running_mean(q, axis=-2)
-        k, k_rm = running_mean(k, axis=-2)
-    phi_q, cos_q = cosine_normalize(q)
-    phi_k, cos_k = cosine_normalize(k)
+        qk, q_rm = running_mean(qk, axis=1)  # q̃_i = (1/i) Σ_{t≤i} q_t, likewise k̃
+        k_rm = q_rm  # one cache for the joint [Q | K] array (running mean along axis 1)
+    # Φ = φ([Q | K]) row by row, in place on our own [Q | K] array (Q, K are not needed
+    # afterwards); cos_q, cos_k are its halves, as (B, H, N, ·) views.
+    phi, cos_qk = _cosine_normalize(qk, out=qk)
+    halves = [_qk_halves(a) for a in cos_qk]  # (y, denom, clamped), each split in Q, K
+    cos_q = CosineCache(*(h[0] for h in halves))
+    cos_k = CosineCache(*(h[1] for h in halves))
+    phi_q, phi_k = _qk_halves(phi)
 
     idx = sample_indices(config, N)
     F = we_x = wr_x = None
+    # [E | R] (B, N, H, 2s); E, R are (B, H, N, s) views that the score GEMMs write into.
+    ER = np.empty((B, N, H, 2 * s), dtype=dt)
+    E = ER[..., :s].transpose(0, 2, 1, 3)
+    R = ER[..., s:].transpose(0, 2, 1, 3)
     if idx is not None:
         if idx.shape[0] != P["we"].shape[1]:
             raise ValueError(
                 f"{N} tokens give n = {idx.shape[0]} sampled rows but we has shape "
                 f"{P['we'].shape} (built for num_tokens = {config.num_tokens})"
             )
-        F = _heads(x[:, idx, :], H)  # (B, H, n, p)
+        F = _heads(x[:, idx, :], H)  # (B, H, n, p), a view of the gathered rows
         Ft = np.swapaxes(F, -1, -2)
         we_x = Ft @ P["we"]  # W_{e|X} = Fᵀ W_e: (B, H, p, s)
         wr_x = Ft @ P["wr"]
-        E = phi_q @ we_x
-        R = phi_k @ wr_x
+        np.matmul(phi_q, we_x, out=E)  # E = Φ_q W_{e|X}
+        np.matmul(phi_k, wr_x, out=R)  # R = Φ_k W_{r|X}
     else:
-        E = phi_q @ P["we"]  # (B,H,N,p) @ (H,p,s)
-        R = phi_k @ P["wr"]
-    wc = P["wc"]
-    head = E @ wc[:, :s].T
-    head += R @ wc[:, s:].T
-    head += P["bc"]
+        np.matmul(phi_q, P["we"], out=E)  # (B,H,N,p) @ (H,p,s)
+        np.matmul(phi_k, P["wr"], out=R)
+    # O_h = [E, R] W_cᵀ + b_c for every (b, t, h) row at once; the result is merged (B, N, D).
+    merged = (ER.reshape(-1, 2 * s) @ P["wc"].T).reshape(B, N, H, p)
+    merged += P["bc"]
     if mask is not None:
-        head *= mask[:, None, :, None]
-    merged = _merge(head)
+        merged *= mask[:, :, None, None]  # rows of padded tokens → 0
+    merged = merged.reshape(B, N, D)
     y = merged @ P["wo"].T
     y += P["bo"]
-    cache = PrimalCache(config, P, x, mask, idx, q_rm, k_rm, cos_q, cos_k, F, we_x, wr_x, E, R, merged)
+    cache = PrimalCache(
+        config, P, x, mask, idx, q_rm, k_rm, cos_q, cos_k, F, we_x, wr_x, E, R, merged, cos_qk
+    )
     return y, cache
 
 
-def _scatter_rows(dF: np.ndarray, idx: np.ndarray, num_tokens: int) -> np.ndarray:
-    """Adjoint of the gather x[:, idx, :]: (B, n, D) → (B, N, D), repeated indices summed.
+def _scatter_add_rows(dx: np.ndarray, dF: np.ndarray, idx: np.ndarray) -> None:
+    """dx[:, idx, :] += dF, the adjoint of the gather x[:, idx, :], repeated indices summed.
 
-    idx is sorted (linspace), so repeats are contiguous and ``np.add.reduceat`` sums them.
+    idx is sorted (linspace), so repeats are contiguous and ``np.add.reduceat`` sums them;
+    the remaining indices are distinct, so the fancy-indexed ``+=`` is exact.
     """
     starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
-    out = np.zeros((dF.shape[0], num_tokens, dF.shape[2]), dtype=dF.dtype)
-    out[:, idx[starts], :] = np.add.reduceat(dF, starts, axis=1)
-    return out
+    dx[:, idx[starts], :] += np.add.reduceat(dF, starts, axis=1)
 
 
 def primal_attention_backward(
@@ -189,7 +226,10 @@ def primal_attention_backward(
         dE = dO W_c[:, :s] (+ d_escore),  dR = dO W_c[:, s:] (+ d_rscore)
         dΦ_q = dE W_{e|X}ᵀ,  dW_{e|X} = Φ_qᵀ dE (+ d_we_x)
         dW_e = Σ_b F dW_{e|X},  dF = W_e dW_{e|X}ᵀ  → scatter-added into dX rows idx
-        dQ = cosine backward (then running-mean backward), dX += dQ W_q
+        dQ = cosine backward (then running-mean backward), dX += dQ W_q + dK W_k
+
+    As in the forward, Q and K (and E and R) share one token-major array, so dX and
+    d[W_q; W_k] are one GEMM each, and dW_c, d[E, R] one GEMM over all (b, t, h) rows.
     """
     cfg, P, x, mask, idx = cache.config, cache.params, cache.x, cache.mask, cache.idx
     dt = x.dtype
@@ -202,27 +242,34 @@ def primal_attention_backward(
     dy2 = dy.reshape(-1, D)
     grads["wo"] = dy2.T @ cache.merged.reshape(-1, D)
     grads["bo"] = dy2.sum(axis=0)
-    dhead = _heads(dy @ P["wo"], H)  # (B, H, N, p)
+    dhead = dy @ P["wo"]  # dO, merged layout (B, N, H·p)
     if mask is not None:
-        dhead *= mask[:, None, :, None]
+        dhead *= mask[:, :, None]
+    dh2 = dhead.reshape(-1, p)  # one row per (b, t, h)
+    # forward was O = [E, R] W_cᵀ + b_c over the (b, t, h) rows, so dW_c = dOᵀ [E, R]
+    # and d[E, R] = dO W_c; E and R are (b, t, h)-row views of the [E | R] array.
     E, R = cache.escore, cache.rscore
-    dh2 = dhead.reshape(-1, p)
-    grads["wc"] = np.concatenate([dh2.T @ E.reshape(-1, s), dh2.T @ R.reshape(-1, s)], axis=1)
+    grads["wc"] = np.empty_like(P["wc"])
+    np.matmul(dh2.T, _rows(E), out=grads["wc"][:, :s])
+    np.matmul(dh2.T, _rows(R), out=grads["wc"][:, s:])
     grads["bc"] = dh2.sum(axis=0)
-    dE = dhead @ P["wc"][:, :s]
-    dR = dhead @ P["wc"][:, s:]
+    dER = (dh2 @ P["wc"]).reshape(B, N, H, 2 * s)
+    dE = dER[..., :s].transpose(0, 2, 1, 3)  # (B, H, N, s) views
+    dR = dER[..., s:].transpose(0, 2, 1, 3)
     if d_escore is not None:
         dE += d_escore
     if d_rscore is not None:
         dR += d_rscore
     phi_q, phi_k = cache.cos_q.y, cache.cos_k.y
 
-    dx = np.zeros_like(x)
+    # d[Q | K] in the layout of the forward's joint array; dΦ_q, dΦ_k are written into it.
+    dqk = np.empty((B, N, 2, H, p), dtype=dt)
+    d_phi_q, d_phi_k = _qk_halves(dqk)
     if idx is not None:
         we_x, wr_x, F = cache.we_x, cache.wr_x, cache.F
-        d_phi_q = dE @ np.swapaxes(we_x, -1, -2)
-        d_phi_k = dR @ np.swapaxes(wr_x, -1, -2)
-        dwe_x = np.swapaxes(phi_q, -1, -2) @ dE  # (B, H, p, s)
+        np.matmul(dE, np.swapaxes(we_x, -1, -2), out=d_phi_q)  # dΦ_q = dE W_{e|X}ᵀ
+        np.matmul(dR, np.swapaxes(wr_x, -1, -2), out=d_phi_k)
+        dwe_x = np.swapaxes(phi_q, -1, -2) @ dE  # dW_{e|X} = Φ_qᵀ dE: (B, H, p, s)
         dwr_x = np.swapaxes(phi_k, -1, -2) @ dR
         if d_we_x is not None:
             dwe_x += d_we_x
@@ -232,31 +279,32 @@ def primal_attention_backward(
         grads["wr"] = (F @ dwr_x).sum(axis=0)
         dF = P["we"] @ np.swapaxes(dwe_x, -1, -2)  # W_e dW_{e|X}ᵀ: (B, H, n, p)
         dF += P["wr"] @ np.swapaxes(dwr_x, -1, -2)
-        dx += _scatter_rows(_merge(dF), idx, N)
+        dF = _merge(dF)  # (B, n, D), scatter-added into dX below
     else:
-        d_phi_q = dE @ np.swapaxes(P["we"], -1, -2)
-        d_phi_k = dR @ np.swapaxes(P["wr"], -1, -2)
+        np.matmul(dE, np.swapaxes(P["we"], -1, -2), out=d_phi_q)
+        np.matmul(dR, np.swapaxes(P["wr"], -1, -2), out=d_phi_k)
         grads["we"] = (np.swapaxes(phi_q, -1, -2) @ dE).sum(axis=0)
         grads["wr"] = (np.swapaxes(phi_k, -1, -2) @ dR).sum(axis=0)
-    dq = cosine_normalize_backward(d_phi_q, cache.cos_q)
-    dk = cosine_normalize_backward(d_phi_k, cache.cos_k)
+    del dhead, dh2, dER, dE, dR  # free before the cosine backward's temporary
+    # cosine backward on both halves at once, in place on our own buffer:
+    # d[Q | K] = (dΦ − Φ (Φᵀ dΦ)) / ‖[Q | K]‖ row by row
+    _cosine_normalize_backward(dqk, cache.cos_qk, out=dqk)
     if cfg.variant == "causal":
-        dq = running_mean_backward(dq, cache.q_rm)
-        dk = running_mean_backward(dk, cache.k_rm)
-    x2 = x.reshape(-1, D)
+        dqk = running_mean_backward(dqk, cache.q_rm)
+    # forward was [Q | K] = X [W_q; W_k]ᵀ + [b_q; b_k]: one GEMM each for dX and d[W_q; W_k]
+    w_qk, b_qk = _qk_projection(P, cfg.variant)
+    dqk2 = dqk.reshape(-1, 2 * D)
+    dx = (dqk2 @ w_qk).reshape(B, N, D)  # dX = dQ W_q + dK W_k
+    if idx is not None:
+        _scatter_add_rows(dx, dF, idx)  # + the path through F = X[:, idx]
+    dw_qk = dqk2.T @ x.reshape(-1, D)
+    db_qk = dqk2.sum(axis=0)
     if cfg.variant == "vision":
-        dqk = np.stack([dq.transpose(0, 2, 1, 3), dk.transpose(0, 2, 1, 3)], axis=2).reshape(B, N, 2 * D)
-        dx += dqk @ P["wqk"]
-        dqk2 = dqk.reshape(-1, 2 * D)
-        grads["wqk"] = dqk2.T @ x2
-        if "bqk" in P:
-            grads["bqk"] = dqk2.sum(axis=0)
+        grads["wqk"] = dw_qk
+        if b_qk is not None:
+            grads["bqk"] = db_qk
     else:
-        for t, d in (("q", dq), ("k", dk)):
-            dm = _merge(d)
-            dx += dm @ P[f"w{t}"]
-            dm2 = dm.reshape(-1, D)
-            grads[f"w{t}"] = dm2.T @ x2
-            grads[f"b{t}"] = dm2.sum(axis=0)
+        grads["wq"], grads["wk"] = dw_qk[:D], dw_qk[D:]
+        grads["bq"], grads["bk"] = db_qk[:D], db_qk[D:]
     grads["lam"] = np.zeros_like(P["lam"])  # the layer's output does not depend on Λ
     return dx, {k: grads[k] for k in P}

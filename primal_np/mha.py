@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._checks import bool_mask, float_array, positive_int
-from .dual import DualCache, dual_attention, dual_attention_backward
+from .dual import DualCache, _dual_attention_backward, dual_attention
 from .init import torch_linear_init
 from .primitives import LinearCache, linear, linear_backward, merge_heads, split_heads
 
@@ -104,10 +104,11 @@ def mha_attention(
             )
         key_vis = pm[..., None, None, :]  # (..., 1, 1, N): hides padded keys
         mask = key_vis if mask is None else (mask & key_vis)
-    q, lin_q = linear(x, params["W_q"], params["b_q"])
-    k, lin_k = linear(x, params["W_k"], params["b_k"])
-    v, lin_v = linear(x, params["W_v"], params["b_v"])
-    qh, kh, vh = (split_heads(t, num_heads)[0] for t in (q, k, v))
+    # [Q | K | V] = X [W_q; W_k; W_v]ᵀ + [b_q; b_k; b_v]: one GEMM; the heads are views of it.
+    w_qkv, b_qkv = _qkv_projection(params)
+    qkv, _ = linear(x, w_qkv, b_qkv)
+    qh, kh, vh = (split_heads(t, num_heads)[0] for t in np.split(qkv, 3, axis=-1))
+    lin_q, lin_k, lin_v = (LinearCache(x, params[f"W_{t}"], True) for t in "qkv")
     o, attn = dual_attention(qh, kh, vh, mask=mask, causal=causal)
     y, lin_o = linear(merge_heads(o)[0], params["W_o"], params["b_o"])
     return y, MHACache(num_heads, lin_q, lin_k, lin_v, attn, lin_o)
@@ -119,10 +120,25 @@ def mha_attention_backward(
     """VJP of ``mha_attention``: returns (dx, grads) with grads keyed like the params."""
     h = cache.num_heads
     do, grads_wo, grads_bo = linear_backward(dy, cache.lin_o)
-    dqh, dkh, dvh = dual_attention_backward(split_heads(do, h)[0], cache.attn)
+    # dQ, dK, dV are written straight into the heads of one d[Q | K | V] (..., N, 3, H, p)
+    x = cache.lin_q.x
+    *lead, n, d = x.shape
+    dqkv = np.empty((*lead, n, 3, h, d // h), dtype=cache.attn.attn.dtype)
+    heads = tuple(np.swapaxes(dqkv[..., i, :, :], -3, -2) for i in range(3))  # (..., H, N, p)
+    _dual_attention_backward(split_heads(do, h)[0], cache.attn, out=heads)
+    # forward was [Q | K | V] = X [W_q; W_k; W_v]ᵀ + b: dX = d[Q | K | V] [W_q; W_k; W_v]
+    w_qkv = np.concatenate([cache.lin_q.weight, cache.lin_k.weight, cache.lin_v.weight])
+    dqkv2 = dqkv.reshape(-1, 3 * d)
+    dx = (dqkv2 @ w_qkv).reshape(x.shape)
+    dw = dqkv2.T @ x.reshape(-1, d)  # (3D, D): [dW_q; dW_k; dW_v]
+    db = dqkv2.sum(axis=0)
     grads = {"W_o": grads_wo, "b_o": grads_bo}
-    dx = None
-    for t, dth, lin in (("q", dqh, cache.lin_q), ("k", dkh, cache.lin_k), ("v", dvh, cache.lin_v)):
-        dxt, grads[f"W_{t}"], grads[f"b_{t}"] = linear_backward(merge_heads(dth)[0], lin)
-        dx = dxt if dx is None else dx + dxt
+    for i, t in enumerate("qkv"):
+        grads[f"W_{t}"], grads[f"b_{t}"] = dw[i * d : (i + 1) * d], db[i * d : (i + 1) * d]
     return dx, grads
+
+
+def _qkv_projection(params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The fused projection [W_q; W_k; W_v] (3D, D) and its bias [b_q; b_k; b_v] (3D,)."""
+    w = np.concatenate([params["W_q"], params["W_k"], params["W_v"]])
+    return w, np.concatenate([params["b_q"], params["b_k"], params["b_v"]])
