@@ -215,31 +215,24 @@ def ksvd_loss_backward(dloss: float, cache: KSVDLossCache) -> list[KSVDGrads]:
             g = 2.0 * j * scale
         g *= dlayer
         w = 1.0 / N if conv.tokens == "mean" else 1.0
+        dt = t.escore.dtype
         coef = t.lam**2 if conv.quadratic == "lambda_sq" else t.lam  # (H, s)
-        gw = (g * w)[:, :, None, None]
-        d_e = gw * coef[None, :, None, :] * t.escore
-        d_r = gw * coef[None, :, None, :] * t.rscore
+        # the small (B, H, 1, s) factor g·w·c first, in the scores' dtype, so that no
+        # full-size float64 temporary is formed for float32 scores
+        fac = ((g * w)[:, :, None, None] * coef[None, :, None, :]).astype(dt)
+        d_e = fac * t.escore
+        d_r = fac * t.rscore
         sq = np.einsum("bhns->bhs", t.escore**2) + np.einsum("bhns->bhs", t.rscore**2)
         per_l = t.lam[None] * sq if conv.quadratic == "lambda_sq" else 0.5 * sq
-        d_lam = np.einsum("bh,bhs->hs", g * w, per_l)
+        d_lam = np.einsum("bh,bhs->hs", g * w, per_l).astype(dt)
         if lc.on_data:
-            d_we_x = -g[:, :, None, None] * t.wr_x
-            d_wr_x = -g[:, :, None, None] * t.we_x
+            neg_g = (-g).astype(dt)[:, :, None, None]
+            d_we_x = neg_g * t.wr_x
+            d_wr_x = neg_g * t.we_x
             d_we, d_wr = np.zeros_like(t.we), np.zeros_like(t.wr)
         else:
-            gh = g.sum(axis=0)[:, None, None]  # (H, 1, 1)
+            gh = g.sum(axis=0).astype(dt)[:, None, None]  # (H, 1, 1)
             d_we, d_wr = -gh * t.wr, -gh * t.we
             d_we_x = d_wr_x = None
-        dt = t.escore.dtype
-        out.append(
-            KSVDGrads(
-                d_e.astype(dt, copy=False),
-                d_r.astype(dt, copy=False),
-                d_lam.astype(dt, copy=False),
-                d_we.astype(dt, copy=False),
-                d_wr.astype(dt, copy=False),
-                None if d_we_x is None else d_we_x.astype(dt, copy=False),
-                None if d_wr_x is None else d_wr_x.astype(dt, copy=False),
-            )
-        )
+        out.append(KSVDGrads(d_e, d_r, d_lam, d_we, d_wr, d_we_x, d_wr_x))
     return out
