@@ -69,6 +69,7 @@ class PrimalCache(NamedTuple):
     rscore: np.ndarray
     merged: np.ndarray  # (B, N, D) heads merged, input of the output projection
     cos_qk: object = None  # cosine cache of the joint [Q | K] (B, N, 2, H, p); .y is Φ
+    w_qk: np.ndarray | None = None  # the fused projection [W_q; W_k] (2D, D) of the forward
 
 
 def _heads(t: np.ndarray, H: int) -> np.ndarray:
@@ -193,7 +194,7 @@ def primal_attention(
     y = merged @ P["wo"].T
     y += P["bo"]
     cache = PrimalCache(
-        config, P, x, mask, idx, q_rm, k_rm, cos_q, cos_k, F, we_x, wr_x, E, R, merged, cos_qk
+        config, P, x, mask, idx, q_rm, k_rm, cos_q, cos_k, F, we_x, wr_x, E, R, merged, cos_qk, w_qk
     )
     return y, cache
 
@@ -292,16 +293,15 @@ def primal_attention_backward(
     if cfg.variant == "causal":
         dqk = running_mean_backward(dqk, cache.q_rm)
     # forward was [Q | K] = X [W_q; W_k]ᵀ + [b_q; b_k]: one GEMM each for dX and d[W_q; W_k]
-    w_qk, b_qk = _qk_projection(P, cfg.variant)
     dqk2 = dqk.reshape(-1, 2 * D)
-    dx = (dqk2 @ w_qk).reshape(B, N, D)  # dX = dQ W_q + dK W_k
+    dx = (dqk2 @ cache.w_qk).reshape(B, N, D)  # dX = dQ W_q + dK W_k
     if idx is not None:
         _scatter_add_rows(dx, dF, idx)  # + the path through F = X[:, idx]
     dw_qk = dqk2.T @ x.reshape(-1, D)
     db_qk = dqk2.sum(axis=0)
     if cfg.variant == "vision":
         grads["wqk"] = dw_qk
-        if b_qk is not None:
+        if "bqk" in P:
             grads["bqk"] = db_qk
     else:
         grads["wq"], grads["wk"] = dw_qk[:D], dw_qk[D:]

@@ -32,9 +32,7 @@ MHA_PARAM_NAMES = ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o")
 
 class MHACache(NamedTuple):
     num_heads: int
-    lin_q: LinearCache
-    lin_k: LinearCache
-    lin_v: LinearCache
+    lin_qkv: LinearCache  # the fused projection X [W_q; W_k; W_v]ᵀ + [b_q; b_k; b_v]
     attn: DualCache
     lin_o: LinearCache
 
@@ -106,12 +104,11 @@ def mha_attention(
         mask = key_vis if mask is None else (mask & key_vis)
     # [Q | K | V] = X [W_q; W_k; W_v]ᵀ + [b_q; b_k; b_v]: one GEMM; the heads are views of it.
     w_qkv, b_qkv = _qkv_projection(params)
-    qkv, _ = linear(x, w_qkv, b_qkv)
+    qkv, lin_qkv = linear(x, w_qkv, b_qkv)
     qh, kh, vh = (split_heads(t, num_heads)[0] for t in np.split(qkv, 3, axis=-1))
-    lin_q, lin_k, lin_v = (LinearCache(x, params[f"W_{t}"], True) for t in "qkv")
     o, attn = dual_attention(qh, kh, vh, mask=mask, causal=causal)
     y, lin_o = linear(merge_heads(o)[0], params["W_o"], params["b_o"])
-    return y, MHACache(num_heads, lin_q, lin_k, lin_v, attn, lin_o)
+    return y, MHACache(num_heads, lin_qkv, attn, lin_o)
 
 
 def mha_attention_backward(
@@ -121,17 +118,13 @@ def mha_attention_backward(
     h = cache.num_heads
     do, grads_wo, grads_bo = linear_backward(dy, cache.lin_o)
     # dQ, dK, dV are written straight into the heads of one d[Q | K | V] (..., N, 3, H, p)
-    x = cache.lin_q.x
-    *lead, n, d = x.shape
+    *lead, n, d = cache.lin_qkv.x.shape
     dqkv = np.empty((*lead, n, 3, h, d // h), dtype=cache.attn.attn.dtype)
     heads = tuple(np.swapaxes(dqkv[..., i, :, :], -3, -2) for i in range(3))  # (..., H, N, p)
     _dual_attention_backward(split_heads(do, h)[0], cache.attn, out=heads)
-    # forward was [Q | K | V] = X [W_q; W_k; W_v]ᵀ + b: dX = d[Q | K | V] [W_q; W_k; W_v]
-    w_qkv = np.concatenate([cache.lin_q.weight, cache.lin_k.weight, cache.lin_v.weight])
-    dqkv2 = dqkv.reshape(-1, 3 * d)
-    dx = (dqkv2 @ w_qkv).reshape(x.shape)
-    dw = dqkv2.T @ x.reshape(-1, d)  # (3D, D): [dW_q; dW_k; dW_v]
-    db = dqkv2.sum(axis=0)
+    # forward was [Q | K | V] = X [W_q; W_k; W_v]ᵀ + b: one linear backward gives dX and the
+    # stacked (3D, D) [dW_q; dW_k; dW_v], (3D,) [db_q; db_k; db_v]
+    dx, dw, db = linear_backward(dqkv.reshape(*lead, n, 3 * d), cache.lin_qkv)
     grads = {"W_o": grads_wo, "b_o": grads_bo}
     for i, t in enumerate("qkv"):
         grads[f"W_{t}"], grads[f"b_{t}"] = dw[i * d : (i + 1) * d], db[i * d : (i + 1) * d]
