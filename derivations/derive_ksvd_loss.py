@@ -273,7 +273,7 @@ def conventions(st):
             lbar = rng.uniform(0.5, 2.0)
             sw = _switches(conv, LAYERS) + [lbar]
             loss, cache = ksvd_loss(layers, conv)
-            grads = ksvd_loss_backward(lbar, cache)
+            grads = ksvd_loss_backward(lbar, cache).layers
             value = 0.0
             for t, g in zip(layers, grads, strict=True):
                 L_l, *ref = fns[conv.square](*(getattr(t, f) for f in FIELDS), sw)
@@ -367,7 +367,7 @@ def reparametrisation(st):
             pc = KSVDConvention("Lambda", "sum", trace, square)
             lc, cc = ksvd_loss([terms], c)
             lp, cp = ksvd_loss([terms._replace(lam=terms.lam**2 / N)], pc)
-            gc, gp = ksvd_loss_backward(1.0, cc)[0], ksvd_loss_backward(1.0, cp)[0]
+            gc, gp = ksvd_loss_backward(1.0, cc).layers[0], ksvd_loss_backward(1.0, cp).layers[0]
             pairs += [(np.array(lc), np.array(lp)), (gc.lam, 2 * terms.lam / N * gp.lam)]
     for _ in range(N_POINTS):
         n_tok, p = 4, 3

@@ -13,6 +13,7 @@ import numpy as np
 import sympy as sp
 from derivlib import N_POINTS, Derivation, Lambdified, grad, inner, symmat
 
+from primal_np.ksvd_loss import KSVDGrads, ksvd_terms_from_cache
 from primal_np.layer import primal_attention, primal_attention_backward, sample_indices
 from primal_np.params import PrimalAttentionConfig, init_primal_attention_params
 
@@ -36,6 +37,13 @@ Bt, H, p, s = 2, 2, 2, 1  # batch, heads, head dim, low rank
 def _config(num_tokens: int) -> tuple[PrimalAttentionConfig, np.ndarray]:
     cfg = PrimalAttentionConfig(dim=H * p, num_heads=H, low_rank=s, rank_multi=5, variant="lra")
     return cfg, sample_indices(cfg, num_tokens)
+
+
+def _upstream(cache, **given) -> KSVDGrads:
+    """Upstream gradients on the layer's intermediates (zero where not given), passed in
+    through the ``ksvd_grads`` entry point the KSVD loss uses."""
+    t = ksvd_terms_from_cache(cache)
+    return KSVDGrads(**{f: given.get(f, np.zeros_like(getattr(t, f))) for f in KSVDGrads._fields})
 
 
 def _gather_problem(num_tokens: int, idx: np.ndarray, scores: bool):
@@ -160,8 +168,8 @@ def gather_scatter(st):
             x = rng.standard_normal((Bt, num_tokens, H * p))
             y, cache = primal_attention(x, params, cfg)
             we_l, wr_l = list(params["we"]), list(params["wr"])
-            phq = [cache.cos_q.y[b, h] for b in range(Bt) for h in range(H)]
-            phk = [cache.cos_k.y[b, h] for b in range(Bt) for h in range(H)]
+            phq = [cache.phi_q[b, h] for b in range(Bt) for h in range(H)]
+            phk = [cache.phi_k[b, h] for b in range(Bt) for h in range(H)]
             g, gr = rng.standard_normal((Bt, H, p, s)), rng.standard_normal((Bt, H, p, s))
             pairs += list(
                 zip(
@@ -183,7 +191,9 @@ def gather_scatter(st):
                 *g.reshape(-1, p, s),
                 *gr.reshape(-1, p, s),
             )
-            dx, grads = primal_attention_backward(np.zeros_like(y), cache, d_we_x=g, d_wr_x=gr)
+            dx, grads = primal_attention_backward(
+                np.zeros_like(y), cache, ksvd_grads=_upstream(cache, we_x=g, wr_x=gr)
+            )
             pairs += [
                 (dx, np.stack(ref[:Bt])),
                 (grads["we"], np.stack(ref[Bt : Bt + H])),
@@ -208,7 +218,9 @@ def gather_scatter(st):
                 *gr.reshape(-1, p, s),
             )
             _, grads = primal_attention_backward(
-                np.zeros_like(y), cache, d_escore=eb, d_rscore=rb, d_we_x=g, d_wr_x=gr
+                np.zeros_like(y),
+                cache,
+                ksvd_grads=_upstream(cache, escore=eb, rscore=rb, we_x=g, wr_x=gr),
             )
             both += [
                 (grads["we"], np.stack(ref[Bt : Bt + H])),
@@ -311,7 +323,7 @@ def concat_map(st):
         y_ref, dwc, dbc, dwo, dbo, *dER = f(
             *es, *rs, params["wc"], params["bc"], params["wo"], params["bo"], dy[0]
         )
-        phq, phk = cache.cos_q.y[0], cache.cos_k.y[0]
+        phq, phk = cache.phi_q[0], cache.phi_k[0]
         pairs += [
             (y[0], y_ref),
             (grads["wc"], dwc),

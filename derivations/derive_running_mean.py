@@ -50,9 +50,9 @@ def running_mean_vjp(st):
     for _ in range(N_POINTS):
         x, yb = rng.standard_normal((3, N, d)), rng.standard_normal((3, N, d))  # batch of 3
         y, cache = running_mean(x, axis=-2)
-        dx = running_mean_backward(yb, cache)
+        dx = running_mean_backward(yb, cache).x
         y0, c0 = running_mean(np.moveaxis(x, 1, 0), axis=0)  # the same along axis 0
-        dx0 = np.moveaxis(running_mean_backward(np.moveaxis(yb, 1, 0), c0), 0, 1)
+        dx0 = np.moveaxis(running_mean_backward(np.moveaxis(yb, 1, 0), c0).x, 0, 1)
         for b in range(3):
             y_ref, dx_ref = f(x[b], yb[b])
             pairs += [

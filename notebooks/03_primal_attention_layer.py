@@ -88,7 +88,7 @@ print(f"1. Q = X W_qᵀ + b_q        {Q.shape} → heads {Qh.shape}  (B, H, N, p
 # 2. cosine feature map φ(x) = x / max(‖x‖, 1e-12), row by row
 phi_q, _ = pn.cosine_normalize(Qh)
 phi_k, _ = pn.cosine_normalize(Kh)
-print(f"2. Φ_q = φ(Q_h)            {phi_q.shape}  {same(phi_q, cache.cos_q.y)}")
+print(f"2. Φ_q = φ(Q_h)            {phi_q.shape}  {same(phi_q, cache.phi_q)}")
 
 # 3. data-dependent weights: F = rows idx of head h's channels of the *layer input*
 idx = sample_indices(cfg, N)
@@ -180,7 +180,7 @@ j_code = lcache.layers[0].j  # (B, H): the code's term inside the square
 
 def paper_J(b, h, Lambda):
     return pn.ksvd_objective(
-        cache.cos_q.y[b, h], cache.cos_k.y[b, h], cache.we_x[b, h], cache.wr_x[b, h], Lambda
+        cache.phi_q[b, h], cache.phi_k[b, h], cache.we_x[b, h], cache.wr_x[b, h], Lambda
     )
 
 

@@ -22,6 +22,8 @@ __all__ = [
     "positive_int",
     "index_array",
     "sum_to_shape",
+    "upstream",
+    "real_number",
 ]
 
 
@@ -129,3 +131,47 @@ def index_array(x: object, name: str, upper: int) -> np.ndarray:
                 f"{name} must lie in [0, {upper}), got {int(arr[where])} at index {where}"
             )
     return arr
+
+
+def upstream(dout: object, name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """An upstream gradient, validated and in the forward's computation dtype.
+
+    ``dout`` must be a floating array of exactly ``shape`` (never broadcast: a wrong shape
+    is a caller's bug) and finite. It is returned cast to ``dtype``, so that gradients come
+    back in the dtype the forward computed in, whatever the upstream gradient's dtype
+    (a float64 ``dout`` on a float32 forward gives float32 gradients). No copy is made
+    when nothing changes, and the caller's array is never written to.
+    """
+    arr = float_array(dout, name)
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {arr.shape}, expected the output shape {tuple(shape)}")
+    check_finite(arr, name)
+    return arr.astype(dtype, copy=False)
+
+
+def real_number(
+    value: object,
+    name: str,
+    *,
+    minimum: float | None = None,
+    exclusive: bool = False,
+) -> float:
+    """``value`` as a finite Python float, else a named error.
+
+    Accepts Python and NumPy integers and floats and 0-d floating arrays; rejects
+    booleans and strings (``TypeError``), NaN and infinity and values below ``minimum``
+    (or at it, with ``exclusive``) (``ValueError``).
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    x = float(value)
+    if not np.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {x}")
+    if minimum is not None and (x < minimum or (exclusive and x == minimum)):
+        op = ">" if exclusive else ">="
+        raise ValueError(f"{name} must be {op} {minimum}, got {x}")
+    return x

@@ -77,6 +77,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 __all__ = [
+    "rel_error",
+    "rel_residual",
     "RTOL_FLOAT64",
     "ATOL",
     "DEFAULT_K",
@@ -102,6 +104,43 @@ PRECISIONS: dict[str, tuple[float, int]] = {
     "bfloat16": (2.0**-7, 8),
 }
 _STORAGE_BITS = {np.dtype(np.float64): 53, np.dtype(np.float32): 24, np.dtype(np.float16): 11}
+
+
+def rel_error(actual: object, reference: object) -> float:
+    """The relative error of primal_np, used everywhere (verify, tests, derivations, notebooks):
+
+        rel_error(a, r) = max_i |a_i − r_i| / max_i |r_i|
+
+    measured against the size of the whole reference array, not entry by entry (an
+    entry-wise ratio explodes at entries that are zero in exact arithmetic). Edge cases:
+    0.0 when a and r are both exactly zero; inf when r is all zero but a is not, when the
+    shapes differ, or when either holds NaN or infinity. ``compare`` applies its bounds to
+    the same two quantities (max |a − r| and max |r|).
+    """
+    a = np.asarray(actual, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    if a.shape != r.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(r))):
+        return float("inf")
+    diff = float(np.max(np.abs(a - r), initial=0.0))
+    scale = float(np.max(np.abs(r), initial=0.0))
+    if diff == 0.0:
+        return 0.0
+    return diff / scale if scale > 0 else float("inf")
+
+
+def rel_residual(lhs: object, rhs: object) -> float:
+    """Relative residual of an equation lhs = rhs: ‖lhs − rhs‖_F / (‖lhs‖_F + ‖rhs‖_F).
+
+    For identities that hold at a numerically computed point (an SVD, the KKT conditions),
+    where neither side is "the reference". 0.0 when both sides vanish; inf on NaN/inf or
+    mismatched shapes.
+    """
+    a = np.asarray(lhs, dtype=np.float64)
+    b = np.asarray(rhs, dtype=np.float64)
+    if a.shape != b.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("inf")
+    den = float(np.linalg.norm(a) + np.linalg.norm(b))
+    return float(np.linalg.norm(a - b)) / den if den > 0 else 0.0
 
 
 def _check_precision(precision: str) -> str:

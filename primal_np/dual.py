@@ -23,11 +23,13 @@ from ._checks import (
     float_array,
     result_dtype,
     sum_to_shape,
+    upstream,
 )
 from .primitives import _softmax_lse_inplace
 
 __all__ = [
     "DualCache",
+    "DualGrads",
     "dual_attention",
     "dual_attention_backward",
     "attention_weights",
@@ -48,8 +50,16 @@ class DualCache(NamedTuple):
     v: np.ndarray
     attn: np.ndarray
     lse: np.ndarray
-    out: np.ndarray
+    out: np.ndarray  # O, a copy: the returned array is the caller's to modify
     scale: float
+
+
+class DualGrads(NamedTuple):
+    """Gradients of ``dual_attention`` with respect to q, k, v (shaped like them)."""
+
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
 
 
 def visibility(n_q: int, n_k: int, mask: np.ndarray | None, causal: bool) -> np.ndarray | None:
@@ -185,13 +195,11 @@ def dual_attention(
     dt = result_dtype(q, k, v)
     p, lse = _probabilities(q, k, mask, causal, scale, batch, dt)
     out = np.matmul(p, v, dtype=dt)
-    return out, DualCache(q, k, v, p, lse, out, scale)
+    return out, DualCache(q, k, v, p, lse, out.copy(), scale)
 
 
-def dual_attention_backward(
-    dout: np.ndarray, cache: DualCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """VJP of ``dual_attention``: returns (dq, dk, dv) shaped like q, k, v.
+def dual_attention_backward(dout: np.ndarray, cache: DualCache) -> DualGrads:
+    """VJP of ``dual_attention``: returns ``DualGrads(q, k, v)`` shaped like q, k, v.
 
     Forward was S = scale·Q Kᵀ, P = softmax(S), O = P V, so
 
@@ -207,16 +215,12 @@ def dual_attention_backward(
 
 def _dual_attention_backward(
     dout: np.ndarray, cache: DualCache, out: tuple[np.ndarray, ...] | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> DualGrads:
     """``dual_attention_backward``; with ``out = (dq, dk, dv)`` (views the caller owns, of the
     full broadcast shapes) the three gradients are written there instead of new arrays."""
     q, k, v, p, _, o, scale = cache
     dt = p.dtype
-    dout = float_array(dout, "dout")
-    expected = (*p.shape[:-1], v.shape[-1])
-    if dout.shape != expected:
-        raise ValueError(f"dout has shape {dout.shape}, expected the output shape {expected}")
-    dout = dout.astype(dt, copy=False)
+    dout = upstream(dout, "dout", (*p.shape[:-1], v.shape[-1]), dt)
     dq, dk, dv = (None, None, None) if out is None else out
     dv = np.matmul(np.swapaxes(p, -1, -2), dout, out=dv)
     dp = np.matmul(dout, np.swapaxes(v, -1, -2))
@@ -231,5 +235,7 @@ def _dual_attention_backward(
     dk = np.matmul(np.swapaxes(ds, -1, -2), q, dtype=dt, out=dk)
     dk *= sc
     if out is not None:
-        return dq, dk, dv
-    return sum_to_shape(dq, q.shape), sum_to_shape(dk, k.shape), sum_to_shape(dv, v.shape)
+        return DualGrads(dq, dk, dv)
+    return DualGrads(
+        sum_to_shape(dq, q.shape), sum_to_shape(dk, k.shape), sum_to_shape(dv, v.shape)
+    )

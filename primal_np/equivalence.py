@@ -22,7 +22,13 @@ from .ksvd import kkt_weights, ksvd, primal_weights, primal_weights_backward
 from .primitives import linear, linear_backward
 from .scores import dual_scores, dual_scores_backward, primal_scores, primal_scores_backward
 
-__all__ = ["StationaryPoint", "stationary_point", "scores_from_x", "scores_from_x_backward"]
+__all__ = [
+    "StationaryPoint",
+    "stationary_point",
+    "ScoresFromXGrads",
+    "scores_from_x",
+    "scores_from_x_backward",
+]
 
 
 class StationaryPoint(NamedTuple):
@@ -96,21 +102,29 @@ def scores_from_x(
     return scores, ScoresFromXCache(form, feat, (c_w, c_s))
 
 
+class ScoresFromXGrads(NamedTuple):
+    x: np.ndarray
+    W_q: np.ndarray
+    W_k: np.ndarray
+
+
 def scores_from_x_backward(
     dscores: tuple[np.ndarray, np.ndarray], cache: ScoresFromXCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """VJP of ``scores_from_x`` with respect to (X, W_q, W_k)."""
+) -> ScoresFromXGrads:
+    """VJP of ``scores_from_x``: ``ScoresFromXGrads(x, W_q, W_k)`` (H_e, H_r held fixed).
+
+    Reverse of the forward's steps: scores (primal: E = Φ_q W_e with W_e = Φ_kᵀ H_r, …;
+    dual: E = K H_r, …) → feature map → the two linear maps.
+    """
     fm, lin_q, lin_k, c_q, c_k = cache.feature
     c_w, c_s = cache.inner
     if cache.form == "primal":
-        d_phi_q, d_phi_k, dW_e, dW_r = primal_scores_backward(dscores, c_s)
-        dq2, dk2, _, _ = primal_weights_backward((dW_e, dW_r), c_w)
-        d_phi_q, d_phi_k = d_phi_q + dq2, d_phi_k + dk2
+        g_s = primal_scores_backward(dscores, c_s)
+        g_w = primal_weights_backward((g_s.W_e, g_s.W_r), c_w)
+        d_phi_q, d_phi_k = g_s.phi_q + g_w.phi_q, g_s.phi_k + g_w.phi_k
     else:
-        dK, _, _ = dual_scores_backward(dscores, c_s)
-        d_phi_q, d_phi_k = kernel_matrix_backward(dK, c_w)
-    dq = fm.backward(d_phi_q, c_q)
-    dk = fm.backward(d_phi_k, c_k)
-    dx_q, dW_q, _ = linear_backward(dq, lin_q)
-    dx_k, dW_k, _ = linear_backward(dk, lin_k)
-    return dx_q + dx_k, dW_q, dW_k
+        g_k = kernel_matrix_backward(dual_scores_backward(dscores, c_s).K, c_w)
+        d_phi_q, d_phi_k = g_k.phi_q, g_k.phi_k
+    g_q = linear_backward(fm.backward(d_phi_q, c_q).x, lin_q)
+    g_k_ = linear_backward(fm.backward(d_phi_k, c_k).x, lin_k)
+    return ScoresFromXGrads(g_q.x + g_k_.x, g_q.weight, g_k_.weight)

@@ -5,6 +5,9 @@ THEORY.md §1. Each map is a pure forward/backward pair acting on the last axis:
     phi, cache = feature_map(x, ...)        x (..., d) → phi (..., p)
     dx = feature_map_backward(dphi, cache)
 
+``dx`` comes back as ``FeatureMapGrads(x)`` (the package's backward convention: one
+named field per differentiable input).
+
 Maps provided:
 
 * ``cosine_normalize`` — φ(x) = x / max(‖x‖₂, 1e-12), p = d (PyTorch ``F.normalize``);
@@ -25,11 +28,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._checks import check_finite, float_array, positive_int, result_dtype
+from ._checks import check_finite, float_array, positive_int, result_dtype, upstream
 from .gradcheck import GradcheckReport, check_vjp
 
 __all__ = [
     "NORMALIZE_EPS",
+    "FeatureMapGrads",
     "cosine_normalize",
     "cosine_normalize_backward",
     "identity_features",
@@ -50,6 +54,12 @@ __all__ = [
 NORMALIZE_EPS = 1e-12  # PyTorch F.normalize's default eps
 
 
+class FeatureMapGrads(NamedTuple):
+    """Gradient of a feature map with respect to its input x (shaped like x)."""
+
+    x: np.ndarray
+
+
 # --------------------------------------------------------------------------- cosine
 class CosineCache(NamedTuple):
     y: np.ndarray  # (..., d) the normalised rows
@@ -64,7 +74,9 @@ def cosine_normalize(x: np.ndarray, eps: float = NORMALIZE_EPS) -> tuple[np.ndar
     by eps instead, so no NaN arises.
     """
     x = float_array(x, "x", min_ndim=1)
-    return _cosine_normalize(x.astype(result_dtype(x), copy=False), eps)
+    check_finite(x, "x")
+    y, cache = _cosine_normalize(x.astype(result_dtype(x), copy=False), eps)
+    return y, cache._replace(y=y.copy())
 
 
 def _cosine_normalize(
@@ -79,14 +91,15 @@ def _cosine_normalize(
     return y, CosineCache(y, denom, clamped)
 
 
-def cosine_normalize_backward(dy: np.ndarray, cache: CosineCache) -> np.ndarray:
+def cosine_normalize_backward(dy: np.ndarray, cache: CosineCache) -> FeatureMapGrads:
     """VJP of ``cosine_normalize``. Forward was y = x/‖x‖ (when ‖x‖ > eps), so
 
     dx = (dy − y (yᵀdy)) / ‖x‖;
 
     where ‖x‖ ≤ eps the forward was y = x/eps, so dx = dy/eps.
     """
-    return _cosine_normalize_backward(dy, cache)
+    dy = upstream(dy, "dy", cache.y.shape, cache.y.dtype)
+    return FeatureMapGrads(_cosine_normalize_backward(dy, cache))
 
 
 def _cosine_normalize_backward(
@@ -106,15 +119,23 @@ def _cosine_normalize_backward(
 
 
 # --------------------------------------------------------------------------- identity
-def identity_features(x: np.ndarray) -> tuple[np.ndarray, None]:
-    """φ(x) = x. Shapes: x (..., d) → φ (..., d)."""
+class IdentityCache(NamedTuple):
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def identity_features(x: np.ndarray) -> tuple[np.ndarray, IdentityCache]:
+    """φ(x) = x (a copy). Shapes: x (..., d) → φ (..., d)."""
     x = float_array(x, "x", min_ndim=1)
-    return x.astype(result_dtype(x), copy=False), None
+    check_finite(x, "x")
+    dt = result_dtype(x)
+    return x.astype(dt, copy=True), IdentityCache(x.shape, dt)
 
 
-def identity_features_backward(dy: np.ndarray, cache: None) -> np.ndarray:
-    """VJP of the identity map: dx = dy."""
-    return dy
+def identity_features_backward(dy: np.ndarray, cache: IdentityCache) -> FeatureMapGrads:
+    """VJP of the identity map: dx = dy (a copy)."""
+    dy = upstream(dy, "dy", cache.shape, cache.dtype)
+    return FeatureMapGrads(dy.copy())
 
 
 # --------------------------------------------------------------------------- polynomial
@@ -136,6 +157,9 @@ def poly2_features(x: np.ndarray, c: float = 1.0) -> tuple[np.ndarray, Poly2Cach
     Requires c ≥ 0.
     """
     x = float_array(x, "x", min_ndim=1)
+    check_finite(x, "x")
+    if isinstance(c, bool) or not isinstance(c, (int, float, np.integer, np.floating)):
+        raise TypeError(f"c must be a real number, got {type(c).__name__} {c!r}")
     if not np.isfinite(c) or c < 0:
         raise ValueError(f"c must be a finite number >= 0, got {c}")
     dt = result_dtype(x)
@@ -149,7 +173,7 @@ def poly2_features(x: np.ndarray, c: float = 1.0) -> tuple[np.ndarray, Poly2Cach
     return np.concatenate([const, lin, quad], axis=-1), Poly2Cache(x, float(c))
 
 
-def poly2_features_backward(dphi: np.ndarray, cache: Poly2Cache) -> np.ndarray:
+def poly2_features_backward(dphi: np.ndarray, cache: Poly2Cache) -> FeatureMapGrads:
     """VJP of ``poly2_features``.
 
     With G the d×d matrix holding w_ij·dφ_ij at (i, j), i ≤ j (zeros below the diagonal),
@@ -157,14 +181,15 @@ def poly2_features_backward(dphi: np.ndarray, cache: Poly2Cache) -> np.ndarray:
     """
     x, c = cache
     d = x.shape[-1]
+    dphi = upstream(dphi, "dphi", (*x.shape[:-1], poly2_dim(d)), x.dtype)
     iu, ju = np.triu_indices(d)
-    w = np.where(iu == ju, 1.0, np.sqrt(2.0))
+    w = np.where(iu == ju, 1.0, np.sqrt(2.0)).astype(x.dtype)
     g = np.zeros((*x.shape[:-1], d, d), dtype=x.dtype)
     g[..., iu, ju] = dphi[..., 1 + d :] * w
     sym = g + np.swapaxes(g, -1, -2)
     dx = np.matmul(sym, x[..., None])[..., 0]
-    dx += np.sqrt(2.0 * c) * dphi[..., 1 : 1 + d]
-    return dx
+    dx += x.dtype.type(np.sqrt(2.0 * c)) * dphi[..., 1 : 1 + d]
+    return FeatureMapGrads(dx)
 
 
 # --------------------------------------------------------------------------- random features
@@ -191,6 +216,8 @@ def positive_random_features(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, 
     """
     x = float_array(x, "x", min_ndim=1)
     w = float_array(w, "w", ndim=2)
+    check_finite(x, "x")
+    check_finite(w, "w")
     if w.shape[1] != x.shape[-1]:
         raise ValueError(
             f"w has shape {w.shape} (m, d) but x has d = {x.shape[-1]} (x shape {x.shape})"
@@ -203,19 +230,26 @@ def positive_random_features(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, 
             f"(max exponent {np.max(expo):.1f})"
         )
     phi = np.exp(expo) / dt.type(np.sqrt(w.shape[0]))
-    return phi, RandomFeatureCache(x, w, phi)
+    return phi, RandomFeatureCache(x, w, phi.copy())
 
 
-def positive_random_features_backward(dphi: np.ndarray, cache: RandomFeatureCache) -> np.ndarray:
-    """VJP w.r.t. x: ∂g_l/∂z = g_l (w_l − z), so dz = (dφ∘φ) W − z Σ_l dφ_l φ_l."""
+def positive_random_features_backward(
+    dphi: np.ndarray, cache: RandomFeatureCache
+) -> FeatureMapGrads:
+    """VJP w.r.t. x (the projections w are held fixed): ∂g_l/∂z = g_l (w_l − z), so
+
+    dz = (dφ∘φ) W − z Σ_l dφ_l φ_l.
+    """
     x, w, phi = cache
+    dphi = upstream(dphi, "dphi", phi.shape, phi.dtype)
     t = dphi * phi
-    return np.matmul(t, w) - x * t.sum(axis=-1, keepdims=True)
+    return FeatureMapGrads(np.matmul(t, w, dtype=phi.dtype) - x * t.sum(axis=-1, keepdims=True))
 
 
 # --------------------------------------------------------------------------- registry
 class FeatureMap(NamedTuple):
-    """A registered map: ``forward(x, **params) -> (phi, cache)``, ``backward(dphi, cache) -> dx``.
+    """A registered map: ``forward(x, **params) -> (phi, cache)`` acting on the last axis,
+    ``backward(dphi, cache) -> FeatureMapGrads(x)``.
 
     ``make_params(d, seed)`` returns the keyword parameters the map needs for inputs of
     dimension d (e.g. the random projections); None if it needs none.
@@ -240,14 +274,40 @@ def register_feature_map(
     description: str = "",
     overwrite: bool = False,
 ) -> FeatureMap:
-    """Add a feature map to ``FEATURE_MAPS`` (then ``check_feature_map(name)`` checks it)."""
+    """Add a feature map to ``FEATURE_MAPS`` (then ``check_feature_map(name)`` checks it).
+
+    ``forward(x, **params)`` maps x (..., d) to (phi (..., p_φ), cache) along the last axis;
+    ``backward(dphi, cache)`` returns dx, either as ``FeatureMapGrads(x=dx)`` or as a bare
+    array, which the registry wraps so that every registered backward follows the
+    package's convention. A registered map works everywhere a map is named: the
+    Primal-Attention layer (``PrimalAttentionConfig(feature_map=name)``), the KSVD loss
+    and objective, the adapters, ``stationary_point`` and training (``train
+    --feature-map name``).
+    """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty string, got {name!r}")
+    if not callable(forward) or not callable(backward):
+        raise TypeError("forward and backward must be callable")
+    if make_params is not None and not callable(make_params):
+        raise TypeError("make_params must be callable or None")
     if name in FEATURE_MAPS and not overwrite:
         raise ValueError(f"feature map {name!r} is already registered (pass overwrite=True)")
-    fm = FeatureMap(name, forward, backward, make_params, description)
+    fm = FeatureMap(name, forward, _conforming(backward), make_params, description)
     FEATURE_MAPS[name] = fm
     return fm
+
+
+def _conforming(backward: Callable[[np.ndarray, Any], Any]) -> Callable[..., FeatureMapGrads]:
+    """``backward`` returning ``FeatureMapGrads`` whether it returns that or a bare array."""
+
+    def wrapped(dphi: np.ndarray, cache: Any) -> FeatureMapGrads:
+        g = backward(dphi, cache)
+        return g if isinstance(g, FeatureMapGrads) else FeatureMapGrads(np.asarray(g))
+
+    wrapped.__name__ = getattr(backward, "__name__", "backward")
+    wrapped.__doc__ = backward.__doc__
+    wrapped.__wrapped__ = backward  # type: ignore[attr-defined]
+    return wrapped
 
 
 def get_feature_map(name: str) -> FeatureMap:

@@ -249,7 +249,8 @@ def check_vjp(
 
     ``forward(**inputs)`` returns ``(out, cache)`` with ``out`` an array or a tuple
     of arrays; ``backward(cotangent, cache)`` returns the gradients of the inputs
-    named in ``wrt`` (a tuple in that order, or a dict). The cotangent (one
+    named in ``wrt``: a NamedTuple of the package's convention (read by field name), a
+    dict, or a tuple in the order of ``wrt``. The cotangent (one
     standard-normal array per output, shaped like it) is seeded. The scalar checked
     is L = Σ ⟨cotangent, output⟩, whose gradient is exactly the VJP.
     """
@@ -260,6 +261,8 @@ def check_vjp(
     res = backward(cot, cache)
     if isinstance(res, Mapping):
         grads = {n: res[n] for n in wrt}
+    elif hasattr(res, "_fields") and set(wrt) <= set(res._fields):
+        grads = {n: getattr(res, n) for n in wrt}
     else:
         res = tuple(res) if isinstance(res, (tuple, list)) else (res,)
         if len(res) != len(wrt):

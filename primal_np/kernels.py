@@ -14,12 +14,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import float_array, result_dtype
+from ._checks import check_finite, float_array, result_dtype, sum_to_shape, upstream
 from .dual import attention_weights
 from .feature_maps import positive_random_features
 
 __all__ = [
     "KernelCache",
+    "KernelMatrixGrads",
     "kernel_matrix",
     "kernel_matrix_backward",
     "softmax_kernel",
@@ -29,6 +30,13 @@ __all__ = [
 
 
 class KernelCache(NamedTuple):
+    phi_q: np.ndarray
+    phi_k: np.ndarray
+    dtype: np.dtype
+    shape: tuple[int, ...]  # K's shape
+
+
+class KernelMatrixGrads(NamedTuple):
     phi_q: np.ndarray
     phi_k: np.ndarray
 
@@ -45,14 +53,23 @@ def kernel_matrix(phi_q: np.ndarray, phi_k: np.ndarray) -> tuple[np.ndarray, Ker
             f"phi_q and phi_k must share the feature dimension p: phi_q {phi_q.shape}, "
             f"phi_k {phi_k.shape}"
         )
+    check_finite(phi_q, "phi_q")
+    check_finite(phi_k, "phi_k")
     dt = result_dtype(phi_q, phi_k)
-    return np.matmul(phi_q, np.swapaxes(phi_k, -1, -2), dtype=dt), KernelCache(phi_q, phi_k)
+    K = np.matmul(phi_q, np.swapaxes(phi_k, -1, -2), dtype=dt)
+    return K, KernelCache(phi_q, phi_k, dt, K.shape)
 
 
-def kernel_matrix_backward(dK: np.ndarray, cache: KernelCache) -> tuple[np.ndarray, np.ndarray]:
-    """VJP of ``kernel_matrix``: forward was K = Φ_q Φ_kᵀ, so dΦ_q = dK Φ_k, dΦ_k = dKᵀ Φ_q."""
-    phi_q, phi_k = cache
-    return dK @ phi_k, np.swapaxes(dK, -1, -2) @ phi_q
+def kernel_matrix_backward(dK: np.ndarray, cache: KernelCache) -> KernelMatrixGrads:
+    """VJP of ``kernel_matrix``: forward was K = Φ_q Φ_kᵀ, so dΦ_q = dK Φ_k, dΦ_k = dKᵀ Φ_q.
+
+    Returns ``KernelMatrixGrads(phi_q, phi_k)``; broadcast leading axes are summed back.
+    """
+    phi_q, phi_k, dt, shape = cache
+    dK = upstream(dK, "dK", shape, dt)
+    d_q = np.matmul(dK, phi_k, dtype=dt)
+    d_k = np.matmul(np.swapaxes(dK, -1, -2), phi_q, dtype=dt)
+    return KernelMatrixGrads(sum_to_shape(d_q, phi_q.shape), sum_to_shape(d_k, phi_k.shape))
 
 
 def softmax_kernel(

@@ -30,7 +30,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse.linalg
 
-from ._checks import check_finite, float_array, positive_int, result_dtype
+from ._checks import check_finite, float_array, positive_int, result_dtype, upstream
+from .compare import rel_residual
 
 __all__ = [
     "ksvd",
@@ -101,6 +102,14 @@ class PrimalWeightsCache(NamedTuple):
     phi_k: np.ndarray
     H_e: np.ndarray
     H_r: np.ndarray
+    dtype: np.dtype
+
+
+class PrimalWeightsGrads(NamedTuple):
+    phi_q: np.ndarray
+    phi_k: np.ndarray
+    H_e: np.ndarray
+    H_r: np.ndarray
 
 
 def primal_weights(
@@ -111,20 +120,32 @@ def primal_weights(
     Shapes: phi_q (N, p), phi_k (M, p), H_e (N, s), H_r (M, s) → W_e, W_r (p, s).
     """
     phi_q, phi_k, H_e, H_r = _check_dual(phi_q, phi_k, H_e, H_r)
-    return (phi_k.T @ H_r, phi_q.T @ H_e), PrimalWeightsCache(phi_q, phi_k, H_e, H_r)
+    dt = result_dtype(phi_q, phi_k, H_e, H_r)
+    W_e = np.matmul(phi_k.T, H_r, dtype=dt)
+    W_r = np.matmul(phi_q.T, H_e, dtype=dt)
+    return (W_e, W_r), PrimalWeightsCache(phi_q, phi_k, H_e, H_r, dt)
 
 
 def primal_weights_backward(
     dW: tuple[np.ndarray, np.ndarray], cache: PrimalWeightsCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """VJP of ``primal_weights``: returns (dΦ_q, dΦ_k, dH_e, dH_r).
+) -> PrimalWeightsGrads:
+    """VJP of ``primal_weights``: returns ``PrimalWeightsGrads(phi_q, phi_k, H_e, H_r)``.
 
     W_e = Φ_kᵀ H_r ⇒ dΦ_k = H_r dW_eᵀ, dH_r = Φ_k dW_e;
     W_r = Φ_qᵀ H_e ⇒ dΦ_q = H_e dW_rᵀ, dH_e = Φ_q dW_r.
     """
-    dW_e, dW_r = dW
-    phi_q, phi_k, H_e, H_r = cache
-    return H_e @ dW_r.T, H_r @ dW_e.T, phi_q @ dW_r, phi_k @ dW_e
+    phi_q, phi_k, H_e, H_r, dt = cache
+    if not isinstance(dW, (tuple, list)) or len(dW) != 2:
+        raise TypeError(f"dW must be a pair (dW_e, dW_r), got {type(dW).__name__}")
+    shape = (phi_q.shape[1], H_e.shape[1])
+    dW_e = upstream(dW[0], "dW[0] (dW_e)", shape, dt)
+    dW_r = upstream(dW[1], "dW[1] (dW_r)", shape, dt)
+    return PrimalWeightsGrads(
+        np.matmul(H_e, dW_r.T, dtype=dt),
+        np.matmul(H_r, dW_e.T, dtype=dt),
+        np.matmul(phi_q, dW_r, dtype=dt),
+        np.matmul(phi_k, dW_e, dtype=dt),
+    )
 
 
 def kkt_weights(
@@ -200,11 +221,6 @@ class KKTResiduals(NamedTuple):
         return max(self)
 
 
-def _rel(lhs: np.ndarray, rhs: np.ndarray) -> float:
-    den = np.linalg.norm(lhs) + np.linalg.norm(rhs)
-    return float(np.linalg.norm(lhs - rhs) / den) if den > 0 else 0.0
-
-
 def kkt_residuals(
     phi_q: np.ndarray,
     phi_k: np.ndarray,
@@ -229,12 +245,12 @@ def kkt_residuals(
     E = phi_q @ W_e if E is None else E
     R = phi_k @ W_r if R is None else R
     return KKTResiduals(
-        w_r=_rel(W_r, phi_q.T @ H_e),
-        w_e=_rel(W_e, phi_k.T @ H_r),
-        e=_rel(E * lam, H_e),
-        r=_rel(R * lam, H_r),
-        e_constraint=_rel(E, phi_q @ W_e),
-        r_constraint=_rel(R, phi_k @ W_r),
+        w_r=rel_residual(W_r, phi_q.T @ H_e),
+        w_e=rel_residual(W_e, phi_k.T @ H_r),
+        e=rel_residual(E * lam, H_e),
+        r=rel_residual(R * lam, H_r),
+        e_constraint=rel_residual(E, phi_q @ W_e),
+        r_constraint=rel_residual(R, phi_k @ W_r),
     )
 
 
@@ -244,7 +260,7 @@ def shifted_eigen_residual(
     """max of the relative residuals of K H_r = H_e Σ and Kᵀ H_e = H_r Σ."""
     K = float_array(K, "K", ndim=2)
     sig = np.asarray(sigma)
-    return max(_rel(K @ H_r, H_e * sig), _rel(K.T @ H_e, H_r * sig))
+    return max(rel_residual(K @ H_r, H_e * sig), rel_residual(K.T @ H_e, H_r * sig))
 
 
 # --------------------------------------------------------------------------- objective J

@@ -35,12 +35,16 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._checks import check_finite, float_array, real_number
+
 __all__ = [
     "KSVDConvention",
     "CONVENTIONS",
     "get_convention",
     "KSVDTerms",
     "KSVDGrads",
+    "KSVDLossGrads",
+    "check_ksvd_grads",
     "ksvd_terms_from_cache",
     "ksvd_loss",
     "ksvd_loss_backward",
@@ -67,7 +71,9 @@ class KSVDConvention:
         }
         for field, options in allowed.items():
             if getattr(self, field) not in options:
-                raise ValueError(f"KSVDConvention.{field} must be one of {options}, got {getattr(self, field)!r}")
+                raise ValueError(
+                    f"KSVDConvention.{field} must be one of {options}, got {getattr(self, field)!r}"
+                )
 
 
 CONVENTIONS = {
@@ -75,16 +81,28 @@ CONVENTIONS = {
     "vision": KSVDConvention(),
     "lra_trace_x": KSVDConvention(trace="data"),
     "per_sample": KSVDConvention(square="sample"),
-    "paper": KSVDConvention(quadratic="Lambda", tokens="sum", square="problem", outer="sum", layers="sum"),
+    "paper": KSVDConvention(
+        quadratic="Lambda", tokens="sum", square="problem", outer="sum", layers="sum"
+    ),
 }
 
 
-def get_convention(convention: str | KSVDConvention, *, trace_no_x: bool | None = None) -> KSVDConvention:
+def get_convention(
+    convention: str | KSVDConvention, *, trace_no_x: bool | None = None
+) -> KSVDConvention:
     """A preset by name (see ``CONVENTIONS``) or a ``KSVDConvention``; ``trace_no_x`` overrides the trace."""
     if isinstance(convention, str):
         if convention not in CONVENTIONS:
-            raise ValueError(f"unknown KSVD convention {convention!r}; presets: {', '.join(CONVENTIONS)}")
+            raise ValueError(
+                f"unknown KSVD convention {convention!r}; presets: {', '.join(CONVENTIONS)}"
+            )
         convention = CONVENTIONS[convention]
+    if not isinstance(convention, KSVDConvention):
+        raise TypeError(
+            f"convention must be a preset name or a KSVDConvention, got {type(convention).__name__}"
+        )
+    if trace_no_x is not None and not isinstance(trace_no_x, (bool, np.bool_)):
+        raise TypeError(f"trace_no_x must be True, False or None, got {trace_no_x!r}")
     if trace_no_x is not None:
         convention = replace(convention, trace="params" if trace_no_x else "data")
     return convention
@@ -103,19 +121,64 @@ class KSVDTerms(NamedTuple):
 
 
 class KSVDGrads(NamedTuple):
+    """One layer's KSVD-loss gradients, named like the fields of ``KSVDTerms``."""
+
     escore: np.ndarray
     rscore: np.ndarray
     lam: np.ndarray
     we: np.ndarray
     wr: np.ndarray
-    we_x: np.ndarray | None
+    we_x: np.ndarray | None  # None when the trace is on the parameters
     wr_x: np.ndarray | None
 
 
+class KSVDLossGrads(NamedTuple):
+    """Gradients of ``ksvd_loss``: one ``KSVDGrads`` per entry of its ``layers`` argument.
+
+    Pass ``layers[i]`` to ``primal_attention_backward(..., ksvd_grads=...)`` of layer i,
+    which adds every part where it belongs.
+    """
+
+    layers: tuple[KSVDGrads, ...]
+
+
 def ksvd_terms_from_cache(cache) -> KSVDTerms:
-    """The KSVD inputs of a ``primal_attention`` forward (its ``PrimalCache``)."""
+    """The KSVD inputs of a ``primal_attention`` forward (its ``PrimalCache``, or the fast
+    path's ``FastPrimalCache``): E, R, λ, W_e, W_r and W_{e|X}, W_{r|X}."""
     P = cache.params
     return KSVDTerms(cache.escore, cache.rscore, P["lam"], P["we"], P["wr"], cache.we_x, cache.wr_x)
+
+
+def check_ksvd_grads(kg: object, cache) -> KSVDGrads | None:
+    """``kg`` (None or one layer's ``KSVDGrads``) checked against that layer's forward cache:
+    every array present with the shape of what it is the gradient of, and finite."""
+    if kg is None:
+        return None
+    if not isinstance(kg, KSVDGrads):
+        raise TypeError(
+            "ksvd_grads must be one layer's KSVDGrads (an entry of ksvd_loss_backward(...).layers), "
+            f"got {type(kg).__name__}"
+        )
+    t = ksvd_terms_from_cache(cache)
+    for name in KSVDGrads._fields:
+        ref, got = getattr(t, name), getattr(kg, name)
+        if got is None:
+            if name in ("we_x", "wr_x"):
+                continue
+            raise ValueError(
+                f"ksvd_grads.{name} is None; expected an array of shape {np.shape(ref)}"
+            )
+        if ref is None:
+            raise ValueError(
+                f"ksvd_grads.{name} is given but the layer has data-independent weights (no {name})"
+            )
+        got = np.asarray(got)
+        if got.shape != np.shape(ref):
+            raise ValueError(
+                f"ksvd_grads.{name} has shape {got.shape}, expected {np.shape(ref)} (the layer's {name})"
+            )
+        check_finite(got, f"ksvd_grads.{name}")
+    return kg
 
 
 def _quad(scores: np.ndarray, lam: np.ndarray, conv: KSVDConvention) -> np.ndarray:
@@ -145,31 +208,63 @@ class KSVDLossCache(NamedTuple):
     per_layer: np.ndarray  # L_l
 
 
-def _check_terms(t: KSVDTerms, i: int) -> None:
+def _check_terms(t: object, i: int) -> KSVDTerms:
+    """Layer i's terms as floating, finite arrays of consistent shapes, else a named error."""
+    if not isinstance(t, KSVDTerms):
+        raise TypeError(
+            f"layers[{i}] must be a KSVDTerms (e.g. ksvd_terms_from_cache(cache)), got {type(t).__name__}"
+        )
+    arrs = {}
+    for name in KSVDTerms._fields:
+        v = getattr(t, name)
+        if v is None and name in ("we_x", "wr_x"):
+            arrs[name] = None
+            continue
+        v = float_array(v, f"layers[{i}].{name}")
+        check_finite(v, f"layers[{i}].{name}")
+        arrs[name] = v
+    t = KSVDTerms(**arrs)
     if t.escore.ndim != 4 or t.escore.shape != t.rscore.shape:
         raise ValueError(
-            f"layer {i}: escore and rscore must both be (B, H, N, s); got {t.escore.shape}, {t.rscore.shape}"
+            f"layers[{i}]: escore and rscore must both be (B, H, N, s); got {t.escore.shape}, {t.rscore.shape}"
         )
     B, H, N, s = t.escore.shape
     if t.lam.shape != (H, s):
-        raise ValueError(f"layer {i}: lam must be (H, s) = {(H, s)}, got {t.lam.shape}")
-    if t.we.shape != t.wr.shape or t.we.shape[0] != H or t.we.shape[2] != s:
-        raise ValueError(f"layer {i}: we, wr must be (H, n, s); got {t.we.shape}, {t.wr.shape}")
+        raise ValueError(f"layers[{i}].lam must be (H, s) = {(H, s)}, got {t.lam.shape}")
+    if t.we.ndim != 3 or t.we.shape != t.wr.shape or t.we.shape[0] != H or t.we.shape[2] != s:
+        raise ValueError(
+            f"layers[{i}]: we, wr must both be (H, n, s) with H = {H}, s = {s}; got {t.we.shape}, {t.wr.shape}"
+        )
+    if (t.we_x is None) != (t.wr_x is None):
+        raise ValueError(f"layers[{i}]: we_x and wr_x must be given together (or both None)")
+    if t.we_x is not None:
+        p = t.we_x.shape[2] if t.we_x.ndim == 4 else None
+        if t.we_x.shape != (B, H, p, s) or t.wr_x.shape != t.we_x.shape:
+            raise ValueError(
+                f"layers[{i}]: we_x, wr_x must both be (B, H, p, s) with B, H, s = {B}, {H}, {s}; "
+                f"got {t.we_x.shape}, {t.wr_x.shape}"
+            )
+    return t
 
 
 def ksvd_loss(
-    layers: Sequence[KSVDTerms], convention: str | KSVDConvention = "lra", *, trace_no_x: bool | None = None
+    layers: Sequence[KSVDTerms],
+    convention: str | KSVDConvention = "lra",
+    *,
+    trace_no_x: bool | None = None,
 ) -> tuple[float, KSVDLossCache]:
     """The KSVD loss over the primal layers (multiply by η and add to the task loss).
 
     Returns (loss, cache); ``cache.per_layer`` holds each layer's L_l.
     """
     conv = get_convention(convention, trace_no_x=trace_no_x)
+    if isinstance(layers, KSVDTerms) or not isinstance(layers, Sequence):
+        raise TypeError("layers must be a list of KSVDTerms, one per primal layer, e.g. [terms]")
     if len(layers) == 0:
         raise ValueError("ksvd_loss needs at least one layer's terms")
     caches, per_layer = [], []
     for i, t in enumerate(layers):
-        _check_terms(t, i)
+        t = _check_terms(t, i)
         B = t.escore.shape[0]
         T, on_data = _trace(t, conv, B)
         j = _quad(t.escore, t.lam, conv) + _quad(t.rscore, t.lam, conv) - T
@@ -188,8 +283,9 @@ def ksvd_loss(
     return float(loss), KSVDLossCache(conv, caches, per)
 
 
-def ksvd_loss_backward(dloss: float, cache: KSVDLossCache) -> list[KSVDGrads]:
-    """Gradients of dloss·L for each layer: escore, rscore, lam, we, wr, we_x, wr_x.
+def ksvd_loss_backward(dloss: float, cache: KSVDLossCache) -> KSVDLossGrads:
+    """Gradients of dloss·L: ``KSVDLossGrads(layers)``, one ``KSVDGrads`` (escore, rscore,
+    lam, we, wr, we_x, wr_x) per layer, in the dtype of that layer's scores.
 
     With g = ∂L/∂j_{b,h} (from the square and the reductions):
         ∂/∂e_{b,h,n,l} = g·w_n·c_l·e_{b,h,n,l},   c = λ² ("lambda_sq") or λ ("Lambda"),
@@ -199,6 +295,7 @@ def ksvd_loss_backward(dloss: float, cache: KSVDLossCache) -> list[KSVDGrads]:
     we_x/wr_x entries are None when the trace is on the parameters.
     """
     conv = cache.convention
+    dloss = real_number(dloss, "dloss")
     nl = len(cache.layers)
     dlayer = dloss / nl if conv.layers == "mean" else dloss
     out = []
@@ -234,5 +331,5 @@ def ksvd_loss_backward(dloss: float, cache: KSVDLossCache) -> list[KSVDGrads]:
             gh = g.sum(axis=0).astype(dt)[:, None, None]  # (H, 1, 1)
             d_we, d_wr = -gh * t.wr, -gh * t.we
             d_we_x = d_wr_x = None
-        out.append(KSVDGrads(d_e, d_r, d_lam, d_we, d_wr, d_we_x, d_wr_x))
-    return out
+        out.append(KSVDGrads(d_e, d_r, d_lam, d_we.astype(dt), d_wr.astype(dt), d_we_x, d_wr_x))
+    return KSVDLossGrads(tuple(out))

@@ -1,110 +1,175 @@
-"""The Primal-Attention layer (THEORY.md §4, CONFORMANCE.md), forward and manual backward.
+"""The Primal-Attention layer, the reference: one public forward/backward pair per equation.
 
-Per head h (head dim p, s = low_rank), for a batch X ∈ R^{B×N×D}:
+Per head h (head dim p, s = low_rank), for a batch X ∈ R^{B×N×D}, in the paper's order
+(docs/theory.md §4; the authors' conventions: docs/conformance.md):
 
-    Q = X W_qᵀ + b_q,  K = X W_kᵀ + b_k               (vision: one fused qk projection)
-    (causal variant: q̃_i = (1/i) Σ_{t≤i} q_t, likewise k̃)
-    Φ_q = φ(Q_h),  Φ_k = φ(K_h),   φ(x) = x / max(‖x‖₂, 1e-12)
-    W_{e|X} = F_hᵀ W_e,  W_{r|X} = F_hᵀ W_r            F_h = X[:, idx, h·p:(h+1)·p] ∈ R^{n×p}
-        (data-independent variant: W_{e|X} = W_e ∈ R^{p×s})
-    E = Φ_q W_{e|X},  R = Φ_k W_{r|X}                   (the escore and rscore, (B,H,N,s))
-    O_h = [E, R] W_cᵀ + b_c                             (one 2s → p map shared by the heads)
-    (LRA mask: rows of padded tokens of O_h set to 0)
-    Y = merge_heads(O) W_oᵀ + b_o
+    (1) Q = X W_qᵀ + b_q,  K = X W_kᵀ + b_k        ``linear`` (vision: W_q, W_k are the two
+                                                     halves of the fused ``qk`` weight)
+    (2) causal: q̃_i = (1/i) Σ_{t≤i} q_t, same for k  ``running_mean``
+    (3) Q_h, K_h ∈ R^{N×p}, head h's channels          ``split_heads``
+    (4) Φ_q = φ(Q_h),  Φ_k = φ(K_h)                     the feature map (``config.feature_map``)
+    (5) F_h = X[idx, h·p:(h+1)·p] ∈ R^{n×p}            ``sampled_rows`` (``config.sampler``)
+        W_{e|X} = F_hᵀ W_e,  W_{r|X} = F_hᵀ W_r        ``data_dependent_weights``
+        (data-independent weights: W_{e|X} = W_e, W_{r|X} = W_r ∈ R^{p_φ×s})
+    (6) E = Φ_q W_{e|X},  R = Φ_k W_{r|X}              ``primal_scores``  (escore, rscore)
+    (7) O_h = [E, R] W_cᵀ + b_c                         ``head_output`` (one 2s → p map, all heads)
+    (8) lra with a padding mask: padded rows of O_h = 0 ``mask_rows``
+    (9) O = [O_1 … O_H] ∈ R^{N×D}                       ``merge_heads``
+   (10) Y = O W_oᵀ + b_o                               ``linear``
 
-Time O(B·H·N·p·s) + O(B·N·D²) for the projections; no N×N array is formed.
-
-Layout. Arrays stay token-major, as the projections produce them: Q and K are the two
-halves of one (B, N, 2, H, p) array [Q | K] = X [W_q; W_k]ᵀ (one GEMM; the vision layer's
-``qk`` is this array already), and the (B, H, N, ·) head arrays of the equations are
-strided views of it, which NumPy's matmul hands to BLAS without a copy. E and R are the
-two halves of one (B, N, H, 2s) array [E | R], so the W_c map of all heads and tokens is a
-single (B·N·H, 2s) × (2s, p) GEMM whose output is already ``merged`` (B, N, H·p).
+``primal_attention_backward`` walks the same steps in reverse, each undone by its own
+backward. Time O(B·N·D²) for the projections plus O(B·H·N·p_φ·s) for the scores; no N×N
+array is formed. This module is the text to read next to the paper; ``primal_np.fast``
+holds a tuned implementation of the same layer, validated against this one.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._checks import bool_mask, check_finite, float_array, result_dtype
-from .feature_maps import CosineCache, _cosine_normalize, _cosine_normalize_backward
+from .feature_maps import get_feature_map
+from .head import HeadOutputCache, head_output, head_output_backward
+from .ksvd_loss import KSVDGrads, check_ksvd_grads
 from .params import PrimalAttentionConfig, check_params
-from .primitives import running_mean, running_mean_backward
-from .sampling import lra_indices, vision_indices
+from .primitives import (
+    LinearCache,
+    MaskRowsCache,
+    RunningMeanCache,
+    SplitHeadsCache,
+    linear,
+    linear_backward,
+    mask_rows,
+    mask_rows_backward,
+    merge_heads,
+    merge_heads_backward,
+    running_mean,
+    running_mean_backward,
+    split_heads,
+    split_heads_backward,
+)
+from .sampling import (
+    SampledRowsCache,
+    check_indices,
+    lra_indices,
+    sampled_rows,
+    sampled_rows_backward,
+    vision_indices,
+)
+from .scores import PrimalScoresCache, primal_scores, primal_scores_backward
+from .weights import DataWeightsCache, data_dependent_weights, data_dependent_weights_backward
 
-__all__ = ["PrimalCache", "primal_attention", "primal_attention_backward", "sample_indices"]
+__all__ = [
+    "PrimalCache",
+    "PrimalAttentionGrads",
+    "primal_attention",
+    "primal_attention_backward",
+    "sample_indices",
+    "check_layer_input",
+]
 
 
 def sample_indices(config: PrimalAttentionConfig, num_tokens: int) -> np.ndarray | None:
-    """Token positions of F for this config and sequence length (None if data-independent)."""
+    """Positions of the rows of F for N = ``num_tokens`` (None for data-independent weights).
+
+    "linspace": the authors' ``torch.linspace(0, N − 1, n, dtype=int)`` — lra: n = s·m
+    always (repeating when N < n); vision: n = min(N, s·m), all tokens when N ≤ s·m.
+    "all": 0, 1, …, N − 1. A function: its result, checked to be n positions in [0, N).
+    """
     if not config.data_dependent:
         return None
-    if config.variant == "vision":
-        return vision_indices(num_tokens, config.low_rank, config.rank_multi)
-    return lra_indices(num_tokens, config.low_rank, config.rank_multi)
+    if config.sampler == "linspace":
+        if config.variant == "vision":
+            return vision_indices(num_tokens, config.low_rank, config.rank_multi)
+        return lra_indices(num_tokens, config.low_rank, config.rank_multi)
+    if config.sampler == "all":
+        return np.arange(num_tokens, dtype=np.int64)
+    assert callable(config.sampler)
+    return check_indices(config.sampler(num_tokens), num_tokens, f"sampler({num_tokens})")
 
 
 class PrimalCache(NamedTuple):
-    """Forward intermediates. ``escore``, ``rscore`` (B,H,N,s) and ``we_x``, ``wr_x``
-    (B,H,p,s; None for data-independent weights) are what the KSVD loss consumes.
+    """The step caches of ``primal_attention``, in the order of the steps.
 
-    Head arrays are (B, H, N, ·) views of token-major arrays (module docstring): ``escore``
-    and ``rscore`` of one (B, N, H, 2s) array, ``cos_q`` and ``cos_k`` of ``cos_qk``."""
+    Read the intermediates through the properties: ``escore`` and ``rscore`` (E, R, (B, H,
+    N, s)), ``phi_q`` and ``phi_k`` (Φ_q, Φ_k, (B, H, N, p_φ)), ``we_x`` and ``wr_x``
+    (W_{e|X}, W_{r|X}, (B, H, p, s); None for data-independent weights), ``idx``.
+    """
 
     config: PrimalAttentionConfig
-    params: dict
-    x: np.ndarray  # (B, N, D)
-    mask: np.ndarray | None  # (B, N) bool
-    idx: np.ndarray | None  # (n,) sampled positions
-    q_rm: object  # running-mean cache of the joint [Q | K] (causal) or None; k_rm is q_rm
-    k_rm: object
-    cos_q: object  # cosine caches; their .y is Φ_q, Φ_k (B,H,N,p)
-    cos_k: object
-    F: np.ndarray | None  # (B, H, n, p)
-    we_x: np.ndarray | None
-    wr_x: np.ndarray | None
-    escore: np.ndarray
-    rscore: np.ndarray
-    merged: np.ndarray  # (B, N, D) heads merged, input of the output projection
-    cos_qk: object = None  # cosine cache of the joint [Q | K] (B, N, 2, H, p); .y is Φ
-    w_qk: np.ndarray | None = None  # the fused projection [W_q; W_k] (2D, D) of the forward
+    params: dict  # the parameters, in the computation dtype
+    q_proj: LinearCache  # (1)
+    k_proj: LinearCache
+    q_mean: RunningMeanCache | None  # (2), causal only
+    k_mean: RunningMeanCache | None
+    q_heads: SplitHeadsCache  # (3)
+    k_heads: SplitHeadsCache
+    phi_q_cache: Any  # (4), the feature map's caches
+    phi_k_cache: Any
+    rows: SampledRowsCache | None  # (5), data-dependent weights only
+    we_x_cache: DataWeightsCache | None
+    wr_x_cache: DataWeightsCache | None
+    scores: PrimalScoresCache  # (6)
+    head: HeadOutputCache  # (7)
+    mask: MaskRowsCache | None  # (8)
+    merge: SplitHeadsCache  # (9)
+    out_proj: LinearCache  # (10)
+
+    @property
+    def escore(self) -> np.ndarray:
+        return self.head.lin.x[..., : self.config.low_rank]
+
+    @property
+    def rscore(self) -> np.ndarray:
+        return self.head.lin.x[..., self.config.low_rank :]
+
+    @property
+    def phi_q(self) -> np.ndarray:
+        return self.scores.phi_q
+
+    @property
+    def phi_k(self) -> np.ndarray:
+        return self.scores.phi_k
+
+    @property
+    def we_x(self) -> np.ndarray | None:
+        return self.scores.W_e if self.rows is not None else None
+
+    @property
+    def wr_x(self) -> np.ndarray | None:
+        return self.scores.W_r if self.rows is not None else None
+
+    @property
+    def F(self) -> np.ndarray | None:
+        """The sampled rows F (B, H, n, p); None for data-independent weights."""
+        return None if self.we_x_cache is None else self.we_x_cache.F
+
+    @property
+    def idx(self) -> np.ndarray | None:
+        return None if self.rows is None else self.rows.idx
 
 
-def _heads(t: np.ndarray, H: int) -> np.ndarray:
-    """(B, N, H·p) → (B, H, N, p), a strided view (no copy)."""
-    B, N, D = t.shape
-    return t.reshape(B, N, H, D // H).transpose(0, 2, 1, 3)
+class PrimalAttentionGrads(NamedTuple):
+    """Gradients of ``primal_attention``: the input x (B, N, D) and every parameter, keyed
+    by the internal names of ``primal_np.params`` (``to_state_dict`` gives the authors')."""
+
+    x: np.ndarray
+    params: dict[str, np.ndarray]
 
 
-def _merge(t: np.ndarray) -> np.ndarray:
-    """(B, H, N, p) → (B, N, H·p) (a copy unless t is a view of that layout)."""
-    B, H, N, p = t.shape
-    return t.transpose(0, 2, 1, 3).reshape(B, N, H * p)
-
-
-def _qk_halves(qk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(B, N, 2, H, p) joint array → its Q and K halves as (B, H, N, p) views."""
-    return qk[:, :, 0].transpose(0, 2, 1, 3), qk[:, :, 1].transpose(0, 2, 1, 3)
-
-
-def _rows(t: np.ndarray) -> np.ndarray:
-    """(B, H, N, k) head view of a token-major array → its (B·N·H, k) rows (a view)."""
-    return t.transpose(0, 2, 1, 3).reshape(-1, t.shape[-1])
-
-
-def _qk_projection(P: dict, variant: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """The fused query-key projection [W_q; W_k] (2D, D) and bias [b_q; b_k] (2D,)."""
-    if variant == "vision":
-        return P["wqk"], P.get("bqk")
-    return np.concatenate([P["wq"], P["wk"]]), np.concatenate([P["bq"], P["bk"]])
-
-
-def _check_x_mask(x, mask, config: PrimalAttentionConfig):
+def check_layer_input(
+    x: object, mask: object, config: PrimalAttentionConfig
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """x as a finite (B, N, D) floating array and the mask as None or boolean (B, N)."""
+    if not isinstance(config, PrimalAttentionConfig):
+        raise TypeError(f"config must be a PrimalAttentionConfig, got {type(config).__name__}")
     x = float_array(x, "x", ndim=3)
     if x.shape[-1] != config.dim:
         raise ValueError(f"x has shape {x.shape}; expected (B, N, D) with D = dim = {config.dim}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"x has shape {x.shape}; expected at least one sequence and one token")
     check_finite(x, "x")
     if mask is not None:
         if config.variant != "lra":
@@ -119,6 +184,14 @@ def _check_x_mask(x, mask, config: PrimalAttentionConfig):
     return x, mask
 
 
+def _qk_weights(P: dict, config: PrimalAttentionConfig) -> tuple:
+    """(W_q, b_q, W_k, b_k); the vision layer's fused ``qk`` weight is [W_q; W_k]."""
+    if config.variant != "vision":
+        return P["wq"], P["bq"], P["wk"], P["bk"]
+    D, b = config.dim, P.get("bqk")
+    return P["wqk"][:D], None if b is None else b[:D], P["wqk"][D:], None if b is None else b[D:]
+
+
 def primal_attention(
     x: np.ndarray,
     params: dict[str, np.ndarray],
@@ -126,185 +199,131 @@ def primal_attention(
     *,
     mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, PrimalCache]:
-    """Primal-Attention layer forward.
+    """Primal-Attention layer forward, steps (1)–(10) of the module docstring.
 
     Args:
         x: (B, N, D) layer input (in pre-LN blocks, the normalised residual stream).
         params: internal names of ``primal_np.params`` (``init_primal_attention_params``,
             ``from_state_dict``).
-        config: ``PrimalAttentionConfig``.
-        mask: LRA only, boolean (B, N), True = real token. Output rows of padded tokens are
+        config: ``PrimalAttentionConfig`` (variant, feature map, sampler, shapes).
+        mask: lra only, boolean (B, N), True = real token. Output rows of padded tokens are
             zero; padded tokens still enter F and the scores (as in the authors' code).
 
     Returns (y (B, N, D), cache); ``cache.escore``, ``cache.rscore`` are E, R (B, H, N, s).
+    Computes in the promoted dtype of x and the parameters (float32 stays float32).
     """
-    x, mask = _check_x_mask(x, mask, config)
+    x, mask = check_layer_input(x, mask, config)
     check_params(params, config)
     dt = result_dtype(x, *params.values())
     x = x.astype(dt, copy=False)
-    P = {k: v.astype(dt, copy=False) for k, v in params.items()}
-    H, p, s = config.num_heads, config.head_dim, config.low_rank
-    B, N, D = x.shape
+    P = {k: np.asarray(v).astype(dt, copy=False) for k, v in params.items()}
+    H = config.num_heads
+    fm = get_feature_map(config.feature_map)
+    w_q, b_q, w_k, b_k = _qk_weights(P, config)
 
-    # [Q | K] = X [W_q; W_k]ᵀ + [b_q; b_k]: one (B·N, D) × (D, 2D) GEMM, viewed (B, N, 2, H, p).
-    w_qk, b_qk = _qk_projection(P, config.variant)
-    qk = x @ w_qk.T
-    if b_qk is not None:
-        qk += b_qk
-    qk = qk.reshape(B, N, 2, H, p)
-    q_rm = k_rm = None
-    if config.variant == "causal":
-        qk, q_rm = running_mean(qk, axis=1)  # q̃_i = (1/i) Σ_{t≤i} q_t, likewise k̃
-        k_rm = q_rm  # one cache for the joint [Q | K] array (running mean along axis 1)
-    # Φ = φ([Q | K]) row by row, in place on our own [Q | K] array (Q, K are not needed
-    # afterwards); cos_q, cos_k are its halves, as (B, H, N, ·) views.
-    phi, cos_qk = _cosine_normalize(qk, out=qk)
-    halves = [_qk_halves(a) for a in cos_qk]  # (y, denom, clamped), each split in Q, K
-    cos_q = CosineCache(*(h[0] for h in halves))
-    cos_k = CosineCache(*(h[1] for h in halves))
-    phi_q, phi_k = _qk_halves(phi)
-
-    idx = sample_indices(config, N)
-    F = we_x = wr_x = None
-    # [E | R] (B, N, H, 2s); E, R are (B, H, N, s) views that the score GEMMs write into.
-    ER = np.empty((B, N, H, 2 * s), dtype=dt)
-    E = ER[..., :s].transpose(0, 2, 1, 3)
-    R = ER[..., s:].transpose(0, 2, 1, 3)
-    if idx is not None:
+    q, q_proj = linear(x, w_q, b_q)  # (1) Q = X W_qᵀ + b_q
+    k, k_proj = linear(x, w_k, b_k)  #     K = X W_kᵀ + b_k
+    q_mean = k_mean = None
+    if config.variant == "causal":  # (2) q̃_i = (1/i) Σ_{t≤i} q_t
+        q, q_mean = running_mean(q, axis=-2)
+        k, k_mean = running_mean(k, axis=-2)
+    q, q_heads = split_heads(q, H)  # (3) (B, H, N, p)
+    k, k_heads = split_heads(k, H)
+    phi_q, phi_q_cache = fm.forward(q, **config.feature_params())  # (4) Φ_q = φ(Q_h)
+    phi_k, phi_k_cache = fm.forward(k, **config.feature_params())  #     Φ_k = φ(K_h)
+    idx = sample_indices(config, x.shape[1])
+    rows = we_x_cache = wr_x_cache = None
+    if idx is None:
+        we_x, wr_x = P["we"], P["wr"]  # (5) data-independent: W_{e|X} = W_e
+    else:
         if idx.shape[0] != P["we"].shape[1]:
             raise ValueError(
-                f"{N} tokens give n = {idx.shape[0]} sampled rows but we has shape "
+                f"{x.shape[1]} tokens give n = {idx.shape[0]} sampled rows but we has shape "
                 f"{P['we'].shape} (built for num_tokens = {config.num_tokens})"
             )
-        F = _heads(x[:, idx, :], H)  # (B, H, n, p), a view of the gathered rows
-        Ft = np.swapaxes(F, -1, -2)
-        we_x = Ft @ P["we"]  # W_{e|X} = Fᵀ W_e: (B, H, p, s)
-        wr_x = Ft @ P["wr"]
-        np.matmul(phi_q, we_x, out=E)  # E = Φ_q W_{e|X}
-        np.matmul(phi_k, wr_x, out=R)  # R = Φ_k W_{r|X}
-    else:
-        np.matmul(phi_q, P["we"], out=E)  # (B,H,N,p) @ (H,p,s)
-        np.matmul(phi_k, P["wr"], out=R)
-    # O_h = [E, R] W_cᵀ + b_c for every (b, t, h) row at once; the result is merged (B, N, D).
-    merged = (ER.reshape(-1, 2 * s) @ P["wc"].T).reshape(B, N, H, p)
-    merged += P["bc"]
-    if mask is not None:
-        merged *= mask[:, :, None, None]  # rows of padded tokens → 0
-    merged = merged.reshape(B, N, D)
-    y = merged @ P["wo"].T
-    y += P["bo"]
+        F, rows = sampled_rows(x, idx, H)  # (5) F_h = X[idx, h-block]: (B, H, n, p)
+        we_x, we_x_cache = data_dependent_weights(F, P["we"])  # W_{e|X} = Fᵀ W_e
+        wr_x, wr_x_cache = data_dependent_weights(F, P["wr"])  # W_{r|X} = Fᵀ W_r
+    (E, R), scores = primal_scores(phi_q, phi_k, we_x, wr_x)  # (6) E = Φ_q W_{e|X}, R = Φ_k W_{r|X}
+    o, head = head_output((E, R), P["wc"], P["bc"])  # (7) O_h = [E, R] W_cᵀ + b_c
+    mask_cache = None
+    if mask is not None:  # (8) padded rows of O_h → 0
+        o, mask_cache = mask_rows(o, mask[:, None, :])
+    merged, merge = merge_heads(o)  # (9) (B, N, D)
+    y, out_proj = linear(merged, P["wo"], P["bo"])  # (10) Y = O W_oᵀ + b_o
     cache = PrimalCache(
-        config, P, x, mask, idx, q_rm, k_rm, cos_q, cos_k, F, we_x, wr_x, E, R, merged, cos_qk, w_qk
-    )
+        config, P, q_proj, k_proj, q_mean, k_mean, q_heads, k_heads, phi_q_cache, phi_k_cache,
+        rows, we_x_cache, wr_x_cache, scores, head, mask_cache, merge, out_proj,
+    )  # fmt: skip
     return y, cache
 
 
-def _scatter_add_rows(dx: np.ndarray, dF: np.ndarray, idx: np.ndarray) -> None:
-    """dx[:, idx, :] += dF, the adjoint of the gather x[:, idx, :], repeated indices summed.
-
-    idx is sorted (linspace), so repeats are contiguous and ``np.add.reduceat`` sums them;
-    the remaining indices are distinct, so the fancy-indexed ``+=`` is exact.
-    """
-    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
-    dx[:, idx[starts], :] += np.add.reduceat(dF, starts, axis=1)
-
-
 def primal_attention_backward(
-    dy: np.ndarray,
-    cache: PrimalCache,
-    *,
-    d_escore: np.ndarray | None = None,
-    d_rscore: np.ndarray | None = None,
-    d_we_x: np.ndarray | None = None,
-    d_wr_x: np.ndarray | None = None,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """VJP of ``primal_attention``: returns (dx, grads by internal parameter name).
+    dy: np.ndarray, cache: PrimalCache, *, ksvd_grads: KSVDGrads | None = None
+) -> PrimalAttentionGrads:
+    """VJP of ``primal_attention``: steps (10) → (1), each undone by its own backward.
 
-    ``d_escore``, ``d_rscore`` (B,H,N,s) and ``d_we_x``, ``d_wr_x`` (B,H,p,s) are extra
-    upstream gradients on the intermediates, from the KSVD loss. Chain, in reverse:
+    ``ksvd_grads``: this layer's entry of ``ksvd_loss_backward(eta, …).layers`` (the
+    KSVD loss's gradients with respect to E, R, λ, W_e, W_r and, with the trace on the
+    data-dependent weights, W_{e|X}, W_{r|X}). They join the chain where their
+    intermediates are formed, so the result is the complete gradient of
+    Σ⟨dy, y⟩ + η·KSVD: nothing is left to add by hand.
 
-        dO = dY W_o;  dW_o = dYᵀ·merged;  (mask: dO rows of padded tokens = 0)
-        dE = dO W_c[:, :s] (+ d_escore),  dR = dO W_c[:, s:] (+ d_rscore)
-        dΦ_q = dE W_{e|X}ᵀ,  dW_{e|X} = Φ_qᵀ dE (+ d_we_x)
-        dW_e = Σ_b F dW_{e|X},  dF = W_e dW_{e|X}ᵀ  → scatter-added into dX rows idx
-        dQ = cosine backward (then running-mean backward), dX += dQ W_q + dK W_k
-
-    As in the forward, Q and K (and E and R) share one token-major array, so dX and
-    d[W_q; W_k] are one GEMM each, and dW_c, d[E, R] one GEMM over all (b, t, h) rows.
+    Returns ``PrimalAttentionGrads(x, params)``, in the dtype of the forward.
     """
-    cfg, P, x, mask, idx = cache.config, cache.params, cache.x, cache.mask, cache.idx
-    dt = x.dtype
-    H, p, s = cfg.num_heads, cfg.head_dim, cfg.low_rank
-    B, N, D = x.shape
-    dy = float_array(dy, "dy").astype(dt, copy=False)
-    if dy.shape != x.shape:
-        raise ValueError(f"dy has shape {dy.shape}, expected the output shape {x.shape}")
-    grads: dict[str, np.ndarray] = {}
-    dy2 = dy.reshape(-1, D)
-    grads["wo"] = dy2.T @ cache.merged.reshape(-1, D)
-    grads["bo"] = dy2.sum(axis=0)
-    dhead = dy @ P["wo"]  # dO, merged layout (B, N, H·p)
-    if mask is not None:
-        dhead *= mask[:, :, None]
-    dh2 = dhead.reshape(-1, p)  # one row per (b, t, h)
-    # forward was O = [E, R] W_cᵀ + b_c over the (b, t, h) rows, so dW_c = dOᵀ [E, R]
-    # and d[E, R] = dO W_c; E and R are (b, t, h)-row views of the [E | R] array.
-    E, R = cache.escore, cache.rscore
-    grads["wc"] = np.empty_like(P["wc"])
-    np.matmul(dh2.T, _rows(E), out=grads["wc"][:, :s])
-    np.matmul(dh2.T, _rows(R), out=grads["wc"][:, s:])
-    grads["bc"] = dh2.sum(axis=0)
-    dER = (dh2 @ P["wc"]).reshape(B, N, H, 2 * s)
-    dE = dER[..., :s].transpose(0, 2, 1, 3)  # (B, H, N, s) views
-    dR = dER[..., s:].transpose(0, 2, 1, 3)
-    if d_escore is not None:
-        dE += d_escore
-    if d_rscore is not None:
-        dR += d_rscore
-    phi_q, phi_k = cache.cos_q.y, cache.cos_k.y
+    cfg, P = cache.config, cache.params
+    kg = check_ksvd_grads(ksvd_grads, cache)
+    fm = get_feature_map(cfg.feature_map)
+    g: dict[str, np.ndarray] = {}
 
-    # d[Q | K] in the layout of the forward's joint array; dΦ_q, dΦ_k are written into it.
-    dqk = np.empty((B, N, 2, H, p), dtype=dt)
-    d_phi_q, d_phi_k = _qk_halves(dqk)
-    if idx is not None:
-        we_x, wr_x, F = cache.we_x, cache.wr_x, cache.F
-        np.matmul(dE, np.swapaxes(we_x, -1, -2), out=d_phi_q)  # dΦ_q = dE W_{e|X}ᵀ
-        np.matmul(dR, np.swapaxes(wr_x, -1, -2), out=d_phi_k)
-        dwe_x = np.swapaxes(phi_q, -1, -2) @ dE  # dW_{e|X} = Φ_qᵀ dE: (B, H, p, s)
-        dwr_x = np.swapaxes(phi_k, -1, -2) @ dR
-        if d_we_x is not None:
-            dwe_x += d_we_x
-        if d_wr_x is not None:
-            dwr_x += d_wr_x
-        grads["we"] = (F @ dwe_x).sum(axis=0)  # Σ_b F dW_{e|X}: (H, n, s)
-        grads["wr"] = (F @ dwr_x).sum(axis=0)
-        dF = P["we"] @ np.swapaxes(dwe_x, -1, -2)  # W_e dW_{e|X}ᵀ: (B, H, n, p)
-        dF += P["wr"] @ np.swapaxes(dwr_x, -1, -2)
-        dF = _merge(dF)  # (B, n, D), scatter-added into dX below
+    g_out = linear_backward(dy, cache.out_proj)  # (10) Y = O W_oᵀ + b_o
+    g["wo"], g["bo"] = g_out.weight, g_out.bias
+    d_o = merge_heads_backward(g_out.x, cache.merge).x  # (9) O = [O_1 … O_H]
+    if cache.mask is not None:
+        d_o = mask_rows_backward(d_o, cache.mask).x  # (8) padded rows were set to 0
+    g_head = head_output_backward(d_o, cache.head)  # (7) O_h = [E, R] W_cᵀ + b_c
+    g["wc"], g["bc"] = g_head.weight, g_head.bias
+    dE, dR = g_head.scores
+    if kg is not None:  # the KSVD loss reads E and R too
+        dE, dR = dE + kg.escore, dR + kg.rscore
+    g_s = primal_scores_backward((dE, dR), cache.scores)  # (6) E = Φ_q W_{e|X}, R = Φ_k W_{r|X}
+    dx_rows = None
+    if cache.rows is None:
+        g["we"], g["wr"] = g_s.W_e, g_s.W_r  # (5) data-independent: W_{e|X} = W_e
     else:
-        np.matmul(dE, np.swapaxes(P["we"], -1, -2), out=d_phi_q)
-        np.matmul(dR, np.swapaxes(P["wr"], -1, -2), out=d_phi_k)
-        grads["we"] = (np.swapaxes(phi_q, -1, -2) @ dE).sum(axis=0)
-        grads["wr"] = (np.swapaxes(phi_k, -1, -2) @ dR).sum(axis=0)
-    del dhead, dh2, dER, dE, dR  # free before the cosine backward's temporary
-    # cosine backward on both halves at once, in place on our own buffer:
-    # d[Q | K] = (dΦ − Φ (Φᵀ dΦ)) / ‖[Q | K]‖ row by row
-    _cosine_normalize_backward(dqk, cache.cos_qk, out=dqk)
-    if cfg.variant == "causal":
-        dqk = running_mean_backward(dqk, cache.q_rm)
-    # forward was [Q | K] = X [W_q; W_k]ᵀ + [b_q; b_k]: one GEMM each for dX and d[W_q; W_k]
-    dqk2 = dqk.reshape(-1, 2 * D)
-    dx = (dqk2 @ cache.w_qk).reshape(B, N, D)  # dX = dQ W_q + dK W_k
-    if idx is not None:
-        _scatter_add_rows(dx, dF, idx)  # + the path through F = X[:, idx]
-    dw_qk = dqk2.T @ x.reshape(-1, D)
-    db_qk = dqk2.sum(axis=0)
-    if cfg.variant == "vision":
-        grads["wqk"] = dw_qk
-        if "bqk" in P:
-            grads["bqk"] = db_qk
-    else:
-        grads["wq"], grads["wk"] = dw_qk[:D], dw_qk[D:]
-        grads["bq"], grads["bk"] = db_qk[:D], db_qk[D:]
-    grads["lam"] = np.zeros_like(P["lam"])  # the layer's output does not depend on Λ
-    return dx, {k: grads[k] for k in P}
+        d_we_x, d_wr_x = g_s.W_e, g_s.W_r
+        if kg is not None and kg.we_x is not None:  # trace on the data-dependent weights
+            d_we_x, d_wr_x = d_we_x + kg.we_x, d_wr_x + kg.wr_x
+        g_we = data_dependent_weights_backward(d_we_x, cache.we_x_cache)  # (5) W_{e|X} = Fᵀ W_e
+        g_wr = data_dependent_weights_backward(d_wr_x, cache.wr_x_cache)  #     W_{r|X} = Fᵀ W_r
+        g["we"], g["wr"] = g_we.W, g_wr.W
+        dx_rows = sampled_rows_backward(g_we.F + g_wr.F, cache.rows).x  # F = X[idx, h-block]
+    dq = fm.backward(g_s.phi_q, cache.phi_q_cache).x  # (4) Φ_q = φ(Q_h)
+    dk = fm.backward(g_s.phi_k, cache.phi_k_cache).x  #     Φ_k = φ(K_h)
+    dq = split_heads_backward(dq, cache.q_heads).x  # (3) heads
+    dk = split_heads_backward(dk, cache.k_heads).x
+    if cache.q_mean is not None:  # (2) running means
+        dq = running_mean_backward(dq, cache.q_mean).x
+        dk = running_mean_backward(dk, cache.k_mean).x
+    g_q = linear_backward(dq, cache.q_proj)  # (1) Q = X W_qᵀ + b_q
+    g_k = linear_backward(dk, cache.k_proj)  #     K = X W_kᵀ + b_k
+    dx = g_q.x + g_k.x
+    if dx_rows is not None:
+        dx += dx_rows
+    g.update(_qk_grads(g_q, g_k, cfg))
+    g["lam"] = np.zeros_like(P["lam"])  # Λ enters the KSVD loss only
+    if kg is not None:
+        g["lam"] += kg.lam
+        g["we"] = g["we"] + kg.we
+        g["wr"] = g["wr"] + kg.wr
+    return PrimalAttentionGrads(dx, {k: g[k] for k in P})
+
+
+def _qk_grads(g_q, g_k, cfg: PrimalAttentionConfig) -> dict[str, np.ndarray]:
+    """Step (1)'s parameter gradients under the variant's names (vision: stacked into qk)."""
+    if cfg.variant != "vision":
+        return {"wq": g_q.weight, "bq": g_q.bias, "wk": g_k.weight, "bk": g_k.bias}
+    out = {"wqk": np.concatenate([g_q.weight, g_k.weight])}
+    if cfg.qk_bias:
+        out["bqk"] = np.concatenate([g_q.bias, g_k.bias])
+    return out

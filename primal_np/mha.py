@@ -22,6 +22,7 @@ from .primitives import LinearCache, linear, linear_backward, merge_heads, split
 __all__ = [
     "MHA_PARAM_NAMES",
     "MHACache",
+    "MHAGrads",
     "init_mha_params",
     "mha_attention",
     "mha_attention_backward",
@@ -35,6 +36,11 @@ class MHACache(NamedTuple):
     lin_qkv: LinearCache  # the fused projection X [W_q; W_k; W_v]ᵀ + [b_q; b_k; b_v]
     attn: DualCache
     lin_o: LinearCache
+
+
+class MHAGrads(NamedTuple):
+    x: np.ndarray
+    params: dict[str, np.ndarray]  # keyed like the params: W_q, b_q, ..., W_o, b_o
 
 
 def init_mha_params(
@@ -111,24 +117,28 @@ def mha_attention(
     return y, MHACache(num_heads, lin_qkv, attn, lin_o)
 
 
-def mha_attention_backward(
-    dy: np.ndarray, cache: MHACache
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """VJP of ``mha_attention``: returns (dx, grads) with grads keyed like the params."""
+def mha_attention_backward(dy: np.ndarray, cache: MHACache) -> MHAGrads:
+    """VJP of ``mha_attention``: returns ``MHAGrads(x, params)``, params keyed like the params.
+
+    Reverse of the forward: output projection → merge heads → attention → the fused
+    [Q | K | V] projection.
+    """
     h = cache.num_heads
-    do, grads_wo, grads_bo = linear_backward(dy, cache.lin_o)
+    g_o = linear_backward(dy, cache.lin_o)
     # dQ, dK, dV are written straight into the heads of one d[Q | K | V] (..., N, 3, H, p)
     *lead, n, d = cache.lin_qkv.x.shape
     dqkv = np.empty((*lead, n, 3, h, d // h), dtype=cache.attn.attn.dtype)
     heads = tuple(np.swapaxes(dqkv[..., i, :, :], -3, -2) for i in range(3))  # (..., H, N, p)
-    _dual_attention_backward(split_heads(do, h)[0], cache.attn, out=heads)
+    _dual_attention_backward(split_heads(g_o.x, h)[0], cache.attn, out=heads)
     # forward was [Q | K | V] = X [W_q; W_k; W_v]ᵀ + b: one linear backward gives dX and the
     # stacked (3D, D) [dW_q; dW_k; dW_v], (3D,) [db_q; db_k; db_v]
-    dx, dw, db = linear_backward(dqkv.reshape(*lead, n, 3 * d), cache.lin_qkv)
-    grads = {"W_o": grads_wo, "b_o": grads_bo}
+    g = linear_backward(dqkv.reshape(*lead, n, 3 * d), cache.lin_qkv)
+    assert g.bias is not None
+    grads = {"W_o": g_o.weight, "b_o": g_o.bias}
     for i, t in enumerate("qkv"):
-        grads[f"W_{t}"], grads[f"b_{t}"] = dw[i * d : (i + 1) * d], db[i * d : (i + 1) * d]
-    return dx, grads
+        grads[f"W_{t}"] = g.weight[i * d : (i + 1) * d].copy()
+        grads[f"b_{t}"] = g.bias[i * d : (i + 1) * d].copy()
+    return MHAGrads(g.x, {k: grads[k] for k in MHA_PARAM_NAMES})
 
 
 def _qkv_projection(params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._checks import real_number
 from .ksvd_loss import KSVDConvention, ksvd_loss, ksvd_loss_backward, ksvd_terms_from_cache
 from .layer import primal_attention, primal_attention_backward
 from .params import PrimalAttentionConfig
@@ -40,15 +41,15 @@ def layer_objective(
     trace_no_x: bool | None = None,
     mask: np.ndarray | None = None,
 ) -> LayerObjective:
-    """Forward and complete backward of Σ⟨cotangent, y⟩ + η·KSVD for one layer."""
+    """Forward and complete backward of Σ⟨cotangent, y⟩ + η·KSVD for one layer.
+
+    The KSVD loss's gradients join the layer's backward through ``ksvd_grads`` (the one
+    place where the two are combined).
+    """
+    eta = real_number(eta, "eta", minimum=0.0)
     y, cache = primal_attention(x, params, config, mask=mask)
     loss, lcache = ksvd_loss([ksvd_terms_from_cache(cache)], convention, trace_no_x=trace_no_x)
-    (lg,) = ksvd_loss_backward(eta, lcache)
-    dx, grads = primal_attention_backward(
-        cotangent, cache, d_escore=lg.escore, d_rscore=lg.rscore, d_we_x=lg.we_x, d_wr_x=lg.wr_x
-    )
-    grads["lam"] = grads["lam"] + lg.lam
-    grads["we"] = grads["we"] + lg.we
-    grads["wr"] = grads["wr"] + lg.wr
+    (kg,) = ksvd_loss_backward(eta, lcache).layers
+    g = primal_attention_backward(cotangent, cache, ksvd_grads=kg)
     value = float(np.sum(cotangent * y)) + eta * loss
-    return LayerObjective(y, cache.escore, cache.rscore, loss, value, dx, grads)
+    return LayerObjective(y, cache.escore.copy(), cache.rscore.copy(), loss, value, g.x, g.params)

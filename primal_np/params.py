@@ -18,16 +18,19 @@ data-independent weights the second axis of we, wr is p.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._checks import positive_int
+from .feature_maps import get_feature_map
 from .init import orthogonal, torch_linear_init, trunc_normal, uniform_lambda
+from .sampling import check_indices
 
 __all__ = [
     "VARIANTS",
+    "SAMPLERS",
     "PrimalAttentionConfig",
     "init_primal_attention_params",
     "param_shapes",
@@ -62,6 +65,9 @@ _AUTHOR_NAMES = {
 }  # fmt: skip
 
 
+SAMPLERS = ("linspace", "all")
+
+
 @dataclass(frozen=True)
 class PrimalAttentionConfig:
     """Shape and variant of one Primal-Attention layer.
@@ -70,11 +76,23 @@ class PrimalAttentionConfig:
     variant: "lra" (separate biased Q, K projections, padding mask), "vision" (fused
         ``qk`` projection, n = min(N, s·m) with all tokens when N ≤ s·m), or "causal"
         (running means of q and k, data-independent weights).
-    data_dependent: W_{e|X} = Fᵀ W_e (default for lra/vision); False uses W_e ∈ R^{p×s}
+    data_dependent: W_{e|X} = Fᵀ W_e (default for lra/vision); False uses W_e ∈ R^{p_φ×s}
         directly (the only choice for causal, where sampling F would see future tokens).
     qk_bias: vision only; the authors' default is False.
-    num_tokens: vision with data-dependent weights only: the N the layer is built for,
-        which fixes n = min(N, s·m) and so the parameter shapes.
+    num_tokens: the N the layer is built for. Needed when n depends on it: the vision
+        variant with data-dependent weights (n = min(N, s·m)), and the samplers "all"
+        (n = N) and user functions (n = len(sampler(N))).
+    feature_map: the name of a map in the feature-map registry (``FEATURE_MAPS``;
+        ``register_feature_map`` adds yours), applied to each head's q and k rows. Default
+        "cosine", the authors' x / max(‖x‖₂, 1e-12). Its output width p_φ
+        (``feature_dim``) is the first axis of data-independent W_e, W_r; data-dependent
+        weights W_{e|X} = Fᵀ W_e ∈ R^{p×s} need p_φ = p (cosine, identity).
+    feature_seed: seed of the map's own parameters (``make_params``, e.g. the random
+        projections of "positive_random"); they are fixed, not trained.
+    sampler: the token positions of F: "linspace" (the authors' integer linspace, see
+        ``sample_indices``), "all" (every token, in order), or a function of N returning
+        the positions (an integer array; it must return the same number n for every N the
+        layer sees).
     """
 
     dim: int
@@ -85,48 +103,104 @@ class PrimalAttentionConfig:
     data_dependent: bool | None = None
     qk_bias: bool = False
     num_tokens: int | None = None
+    feature_map: str = "cosine"
+    feature_seed: int = 0
+    sampler: str | Callable[[int], np.ndarray] = "linspace"
 
     def __post_init__(self) -> None:
         positive_int(self.dim, "dim")
         positive_int(self.num_heads, "num_heads")
         positive_int(self.low_rank, "low_rank")
         positive_int(self.rank_multi, "rank_multi")
+        positive_int(self.feature_seed, "feature_seed", minimum=0)
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.data_dependent is None:
             object.__setattr__(self, "data_dependent", self.variant != "causal")
+        if not isinstance(self.data_dependent, (bool, np.bool_)):
+            raise TypeError(
+                f"data_dependent must be True, False or None, got {self.data_dependent!r}"
+            )
+        if not isinstance(self.qk_bias, (bool, np.bool_)):
+            raise TypeError(f"qk_bias must be True or False, got {self.qk_bias!r}")
+        if self.num_tokens is not None:
+            positive_int(self.num_tokens, "num_tokens")
+        if not (callable(self.sampler) or self.sampler in SAMPLERS):
+            raise ValueError(
+                f"sampler must be one of {SAMPLERS} or a function of N, got {self.sampler!r}"
+            )
         if self.variant == "causal" and self.data_dependent:
             raise ValueError(
                 "variant 'causal' needs data_dependent=False: F samples tokens from the whole "
                 "sequence, so W_{e|X} = Fᵀ W_e would see future tokens"
             )
-        if not self.data_dependent and self.low_rank > self.head_dim:
-            raise ValueError(
-                f"low_rank {self.low_rank} exceeds the head dim p = {self.head_dim}: with "
-                "data-independent weights W_e ∈ R^(p×s) has rank at most p"
-            )
         if self.qk_bias and self.variant != "vision":
             raise ValueError("qk_bias applies to the vision variant only")
-        if self.variant == "vision" and self.data_dependent:
-            if self.num_tokens is None:
-                raise ValueError(
-                    "the vision variant with data-dependent weights needs num_tokens (N), which "
-                    "fixes n = min(N, s·rank_multi)"
-                )
-            positive_int(self.num_tokens, "num_tokens")
+        get_feature_map(self.feature_map)  # a registered name, else a ValueError listing them
+        p_phi = self.feature_dim
+        if self.data_dependent and p_phi != self.head_dim:
+            raise ValueError(
+                f"feature map {self.feature_map!r} maps the head dim p = {self.head_dim} to "
+                f"{p_phi} features, but data-dependent weights W_(e|X) = Fᵀ W_e are p × s (F holds "
+                "p input channels); use data_dependent=False (train: --data-independent) or a "
+                "width-preserving map (cosine, identity)"
+            )
+        if not self.data_dependent and self.low_rank > p_phi:
+            raise ValueError(
+                f"low_rank {self.low_rank} exceeds the feature width p_φ = {p_phi}: with "
+                "data-independent weights W_e ∈ R^(p_φ×s) has rank at most p_φ"
+            )
+        if (
+            self.data_dependent
+            and self.num_tokens is None
+            and (callable(self.sampler) or self.sampler == "all" or self.variant == "vision")
+        ):
+            what = "the vision variant" if self.variant == "vision" else f"sampler {self.sampler!r}"
+            raise ValueError(
+                f"{what} with data-dependent weights needs num_tokens (N), which fixes the "
+                "number n of sampled rows and so the parameter shapes"
+            )
+        if self.data_dependent and callable(self.sampler):
+            assert self.num_tokens is not None
+            check_indices(self.sampler(self.num_tokens), self.num_tokens, "sampler(num_tokens)")
 
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
 
+    def feature_params(self) -> dict:
+        """Keyword parameters of the feature map for inputs of width p (fixed, seeded)."""
+        fm = get_feature_map(self.feature_map)
+        return fm.make_params(self.head_dim, self.feature_seed) if fm.make_params else {}
+
+    @property
+    def feature_dim(self) -> int:
+        """p_φ, the width of φ(q) for q of width p (p for cosine and identity)."""
+        fm = get_feature_map(self.feature_map)
+        probe = np.full((1, self.head_dim), 1.0 / np.sqrt(self.head_dim))
+        phi, _ = fm.forward(probe, **self.feature_params())
+        shape = np.shape(phi)
+        if len(shape) != 2 or shape[0] != 1:
+            raise ValueError(
+                f"feature map {self.feature_map!r} must act on the last axis: (1, {self.head_dim}) "
+                f"gave shape {shape}"
+            )
+        return int(shape[1])
+
     @property
     def num_samples(self) -> int:
-        """Second axis of we, wr: n (data-dependent) or p (data-independent)."""
+        """Second axis of we, wr: n (data-dependent) or p_φ (data-independent)."""
         if not self.data_dependent:
-            return self.head_dim
+            return self.feature_dim
         n = self.low_rank * self.rank_multi
+        if callable(self.sampler):
+            assert self.num_tokens is not None
+            return len(self.sampler(self.num_tokens))
+        if self.sampler == "all":
+            assert self.num_tokens is not None
+            return self.num_tokens
         if self.variant == "vision":
             assert self.num_tokens is not None
             return min(self.num_tokens, n)
@@ -135,7 +209,13 @@ class PrimalAttentionConfig:
 
 def param_shapes(config: PrimalAttentionConfig) -> dict[str, tuple[int, ...]]:
     """Internal parameter name → shape for this configuration."""
-    D, H, p, s, n = config.dim, config.num_heads, config.head_dim, config.low_rank, config.num_samples
+    D, H, p, s, n = (
+        config.dim,
+        config.num_heads,
+        config.head_dim,
+        config.low_rank,
+        config.num_samples,
+    )
     shapes: dict[str, tuple[int, ...]] = {}
     if config.variant == "vision":
         shapes["wqk"] = (2 * D, D)
@@ -223,7 +303,9 @@ def from_state_dict(
     for key, internal in expected.items():
         arr = np.asarray(state[key])
         if arr.shape != shapes[internal]:
-            raise ValueError(f"state dict entry {key!r} has shape {arr.shape}, expected {shapes[internal]}")
+            raise ValueError(
+                f"state dict entry {key!r} has shape {arr.shape}, expected {shapes[internal]}"
+            )
         if arr.dtype.kind != "f":
             raise TypeError(f"state dict entry {key!r} must be floating, got dtype {arr.dtype}")
         params[internal] = arr

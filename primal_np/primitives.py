@@ -5,7 +5,12 @@ Convention used throughout primal_np::
     out, cache = op(...)           # forward; cache is a small NamedTuple
     grads = op_backward(dout, cache)
 
-Nothing is stored on objects and no input is ever written to.
+``grads`` is a NamedTuple with one field per differentiable input of ``op``, named
+like that input and in the same order (``linear_backward(dy, cache)`` returns
+``LinearGrads(x, weight, bias)``), so it unpacks like a tuple and reads by name. The
+upstream gradient is validated (floating, exactly the output's shape, finite) and the
+gradients come back in the dtype the forward computed in. Nothing is stored on
+objects, no input is ever written to, and no returned array shares memory with a cache.
 
 Ops here: ``linear`` (PyTorch layout, y = x Wᵀ + b), ``softmax`` (numerically
 stable, optionally masked), ``logsumexp``, ``split_heads`` / ``merge_heads``.
@@ -17,22 +22,30 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import bool_mask, check_finite, float_array, result_dtype
+from ._checks import bool_mask, check_finite, float_array, result_dtype, upstream
 
 __all__ = [
     "LinearCache",
+    "LinearGrads",
     "linear",
     "linear_backward",
     "SoftmaxCache",
+    "SoftmaxGrads",
     "softmax",
     "softmax_backward",
     "logsumexp",
     "SplitHeadsCache",
+    "HeadsGrads",
     "split_heads",
     "split_heads_backward",
     "merge_heads",
     "merge_heads_backward",
+    "MaskRowsCache",
+    "MaskRowsGrads",
+    "mask_rows",
+    "mask_rows_backward",
     "RunningMeanCache",
+    "RunningMeanGrads",
     "running_mean",
     "running_mean_backward",
 ]
@@ -43,6 +56,13 @@ class LinearCache(NamedTuple):
     x: np.ndarray  # (..., in)
     weight: np.ndarray  # (out, in)
     has_bias: bool
+    dtype: np.dtype  # the computation dtype (of y)
+
+
+class LinearGrads(NamedTuple):
+    x: np.ndarray  # (..., in)
+    weight: np.ndarray  # (out, in)
+    bias: np.ndarray | None  # (out,), None when the forward had no bias
 
 
 def linear(
@@ -59,8 +79,6 @@ def linear(
             f"x has {x.shape[-1]} input features (shape {x.shape}) but weight expects "
             f"{weight.shape[1]} (weight shape {weight.shape}, layout (out, in))"
         )
-    dt = result_dtype(x, weight, *([] if bias is None else [np.asarray(bias)]))
-    y = np.matmul(x, weight.T, dtype=dt)
     if bias is not None:
         bias = float_array(bias, "bias", ndim=1)
         if bias.shape[0] != weight.shape[0]:
@@ -68,31 +86,40 @@ def linear(
                 f"bias has shape {bias.shape}, expected ({weight.shape[0]},) to match weight "
                 f"shape {weight.shape}"
             )
+    for arr, name in ((x, "x"), (weight, "weight"), (bias, "bias")):
+        if arr is not None:
+            check_finite(arr, name)
+    dt = result_dtype(x, weight, *([] if bias is None else [bias]))
+    y = np.matmul(x, weight.T, dtype=dt)
+    if bias is not None:
         y += bias
-    return y, LinearCache(x, weight, bias is not None)
+    return y, LinearCache(x, weight, bias is not None, dt)
 
 
-def linear_backward(
-    dy: np.ndarray, cache: LinearCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def linear_backward(dy: np.ndarray, cache: LinearCache) -> LinearGrads:
     """VJP of ``linear``: forward was y = x Wᵀ + b, so
 
     dx = dy W,   dW = Σ_rows dyᵀ x,   db = Σ_rows dy.
 
-    Returns (dx, dweight, dbias); dbias is None when the forward had no bias.
+    Returns ``LinearGrads(x, weight, bias)``; ``bias`` is None when the forward had none.
     """
-    x, w, has_bias = cache
-    dx = dy @ w
+    x, w, has_bias, dt = cache
+    dy = upstream(dy, "dy", (*x.shape[:-1], w.shape[0]), dt)
+    dx = np.matmul(dy, w, dtype=dt)
     dy2 = dy.reshape(-1, dy.shape[-1])
     x2 = x.reshape(-1, x.shape[-1])
-    dw = dy2.T @ x2
+    dw = np.matmul(dy2.T, x2, dtype=dt)
     db = dy2.sum(axis=0) if has_bias else None
-    return dx, dw, db
+    return LinearGrads(dx, dw, db)
 
 
 # --------------------------------------------------------------------------- softmax
 class SoftmaxCache(NamedTuple):
-    p: np.ndarray  # the softmax output (zeros where masked)
+    p: np.ndarray  # the softmax output (zeros where masked), a copy of the returned array
+
+
+class SoftmaxGrads(NamedTuple):
+    s: np.ndarray
 
 
 def _softmax_lse_inplace(
@@ -152,18 +179,19 @@ def softmax(s: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, 
             )
     work = s.astype(result_dtype(s), copy=True)
     p, _ = _softmax_lse_inplace(work, visible)
-    return p, SoftmaxCache(p)
+    return p, SoftmaxCache(p.copy())
 
 
-def softmax_backward(dp: np.ndarray, cache: SoftmaxCache) -> np.ndarray:
+def softmax_backward(dp: np.ndarray, cache: SoftmaxCache) -> SoftmaxGrads:
     """VJP of ``softmax``: forward was p = softmax(s), so
 
     ds = p ∘ (dp − rowsum(dp ∘ p)).
 
-    Masked entries and fully masked rows (p = 0) get ds = 0.
+    Masked entries and fully masked rows (p = 0) get ds = 0. Returns ``SoftmaxGrads(s)``.
     """
     p = cache.p
-    return p * (dp - np.sum(dp * p, axis=-1, keepdims=True))
+    dp = upstream(dp, "dp", p.shape, p.dtype)
+    return SoftmaxGrads(p * (dp - np.sum(dp * p, axis=-1, keepdims=True)))
 
 
 def logsumexp(s: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -179,6 +207,14 @@ def logsumexp(s: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
 # --------------------------------------------------------------------------- heads
 class SplitHeadsCache(NamedTuple):
     num_heads: int
+    shape: tuple[int, ...] = ()  # the forward input's shape
+    dtype: np.dtype | None = None
+
+
+class HeadsGrads(NamedTuple):
+    """Gradient of ``split_heads`` or ``merge_heads`` with respect to their input x."""
+
+    x: np.ndarray
 
 
 def split_heads(x: np.ndarray, num_heads: int) -> tuple[np.ndarray, SplitHeadsCache]:
@@ -193,12 +229,15 @@ def split_heads(x: np.ndarray, num_heads: int) -> tuple[np.ndarray, SplitHeadsCa
         )
     p = d // num_heads
     y = x.reshape(*x.shape[:-1], num_heads, p)
-    return np.swapaxes(y, -3, -2), SplitHeadsCache(num_heads)
+    return np.swapaxes(y, -3, -2), SplitHeadsCache(num_heads, x.shape, x.dtype)
 
 
-def split_heads_backward(dy: np.ndarray, cache: SplitHeadsCache) -> np.ndarray:
-    """VJP of ``split_heads`` is ``merge_heads``."""
-    return merge_heads(dy)[0]
+def split_heads_backward(dy: np.ndarray, cache: SplitHeadsCache) -> HeadsGrads:
+    """VJP of ``split_heads`` is ``merge_heads``: dx = merge_heads(dy)."""
+    *lead, n, d = cache.shape
+    h = cache.num_heads
+    dy = upstream(dy, "dy", (*lead, h, n, d // h), cache.dtype)
+    return HeadsGrads(np.swapaxes(dy, -3, -2).reshape(cache.shape))
 
 
 def merge_heads(x: np.ndarray) -> tuple[np.ndarray, SplitHeadsCache]:
@@ -208,18 +247,63 @@ def merge_heads(x: np.ndarray) -> tuple[np.ndarray, SplitHeadsCache]:
         raise ValueError(f"x must have shape (..., H, N, p), got shape {x.shape}")
     h, n, p = x.shape[-3:]
     y = np.swapaxes(x, -3, -2).reshape(*x.shape[:-3], n, h * p)
-    return y, SplitHeadsCache(h)
+    return y, SplitHeadsCache(h, x.shape, x.dtype)
 
 
-def merge_heads_backward(dy: np.ndarray, cache: SplitHeadsCache) -> np.ndarray:
-    """VJP of ``merge_heads`` is ``split_heads``."""
-    return split_heads(dy, cache.num_heads)[0]
+def merge_heads_backward(dy: np.ndarray, cache: SplitHeadsCache) -> HeadsGrads:
+    """VJP of ``merge_heads`` is ``split_heads``: dx = split_heads(dy)."""
+    *lead, h, n, p = cache.shape
+    dy = upstream(dy, "dy", (*lead, n, h * p), cache.dtype)
+    return HeadsGrads(np.swapaxes(dy.reshape(*lead, n, h, p), -3, -2))
+
+
+# --------------------------------------------------------------------------- row mask
+class MaskRowsCache(NamedTuple):
+    keep: np.ndarray  # (..., N, 1) in the computation dtype: 1 = real token, 0 = padding
+    shape: tuple[int, ...]
+
+
+class MaskRowsGrads(NamedTuple):
+    x: np.ndarray  # mask is not differentiable
+
+
+def mask_rows(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, MaskRowsCache]:
+    """Zero the rows of padded tokens: y_n = m_n x_n (the LRA padding mask).
+
+    Shapes: x (..., N, d); mask boolean (..., N) broadcastable against x's leading axes
+    (e.g. (B, 1, N) for x (B, H, N, p)), True = real token → y (..., N, d).
+    """
+    x = float_array(x, "x", min_ndim=2)
+    mask = bool_mask(mask, "mask")
+    try:
+        full = np.broadcast_shapes(mask.shape, x.shape[:-1])
+    except ValueError:
+        full = None
+    if full != x.shape[:-1]:
+        raise ValueError(
+            f"mask has shape {mask.shape}; it must broadcast to x's (..., N) = {x.shape[:-1]} "
+            "(True = real token)"
+        )
+    dt = result_dtype(x)
+    keep = mask[..., None].astype(dt)
+    return x * keep, MaskRowsCache(keep, x.shape)
+
+
+def mask_rows_backward(dy: np.ndarray, cache: MaskRowsCache) -> MaskRowsGrads:
+    """VJP of ``mask_rows``: forward was y_n = m_n x_n, so dx_n = m_n dy_n."""
+    dy = upstream(dy, "dy", cache.shape, cache.keep.dtype)
+    return MaskRowsGrads(dy * cache.keep)
 
 
 # --------------------------------------------------------------------------- running mean
 class RunningMeanCache(NamedTuple):
     axis: int
     counts: np.ndarray  # 1, 2, …, N shaped to broadcast along ``axis``
+    shape: tuple[int, ...] = ()  # the input's shape
+
+
+class RunningMeanGrads(NamedTuple):
+    x: np.ndarray
 
 
 def running_mean(x: np.ndarray, axis: int = -2) -> tuple[np.ndarray, RunningMeanCache]:
@@ -228,6 +312,7 @@ def running_mean(x: np.ndarray, axis: int = -2) -> tuple[np.ndarray, RunningMean
     Shapes: x (..., N, d) with the default axis=-2 → same shape.
     """
     x = float_array(x, "x", min_ndim=1)
+    check_finite(x, "x")
     axis = axis % x.ndim
     n = x.shape[axis]
     shape = [1] * x.ndim
@@ -235,12 +320,16 @@ def running_mean(x: np.ndarray, axis: int = -2) -> tuple[np.ndarray, RunningMean
     counts = np.arange(1, n + 1, dtype=result_dtype(x)).reshape(shape)
     y = np.cumsum(x, axis=axis, dtype=result_dtype(x))
     y /= counts
-    return y, RunningMeanCache(axis, counts)
+    return y, RunningMeanCache(axis, counts, x.shape)
 
 
-def running_mean_backward(dy: np.ndarray, cache: RunningMeanCache) -> np.ndarray:
-    """VJP of ``running_mean``: dx_t = Σ_{i≥t} dy_i / i (a reverse cumulative sum)."""
-    axis, counts = cache
+def running_mean_backward(dy: np.ndarray, cache: RunningMeanCache) -> RunningMeanGrads:
+    """VJP of ``running_mean``: forward was x̃_i = (1/i) Σ_{t≤i} x_t, so
+
+    dx_t = Σ_{i≥t} dx̃_i / i      (a reverse cumulative sum).
+    """
+    axis, counts, shape = cache
+    dy = upstream(dy, "dy", shape, counts.dtype)
     scaled = dy / counts
     rev = np.flip(scaled, axis=axis)
-    return np.flip(np.cumsum(rev, axis=axis), axis=axis)
+    return RunningMeanGrads(np.flip(np.cumsum(rev, axis=axis), axis=axis))

@@ -13,19 +13,38 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import broadcast_batch, float_array, result_dtype, sum_to_shape
+from ._checks import (
+    broadcast_batch,
+    check_finite,
+    float_array,
+    result_dtype,
+    sum_to_shape,
+    upstream,
+)
 
 __all__ = [
     "PrimalScoresCache",
+    "PrimalScoresGrads",
     "primal_scores",
     "primal_scores_backward",
     "DualScoresCache",
+    "DualScoresGrads",
     "dual_scores",
     "dual_scores_backward",
 ]
 
 
 class PrimalScoresCache(NamedTuple):
+    phi_q: np.ndarray
+    phi_k: np.ndarray
+    W_e: np.ndarray
+    W_r: np.ndarray
+    dtype: np.dtype
+    e_shape: tuple[int, ...]
+    r_shape: tuple[int, ...]
+
+
+class PrimalScoresGrads(NamedTuple):
     phi_q: np.ndarray
     phi_k: np.ndarray
     W_e: np.ndarray
@@ -58,27 +77,31 @@ def primal_scores(
         )
     broadcast_batch([phi_q.shape[:-2], W_e.shape[:-2]], ["phi_q", "W_e"])
     broadcast_batch([phi_k.shape[:-2], W_r.shape[:-2]], ["phi_k", "W_r"])
+    for arr, name in ((phi_q, "phi_q"), (phi_k, "phi_k"), (W_e, "W_e"), (W_r, "W_r")):
+        check_finite(arr, name)
     dt = result_dtype(phi_q, phi_k, W_e, W_r)
     E = np.matmul(phi_q, W_e, dtype=dt)
     R = np.matmul(phi_k, W_r, dtype=dt)
-    return (E, R), PrimalScoresCache(phi_q, phi_k, W_e, W_r)
+    return (E, R), PrimalScoresCache(phi_q, phi_k, W_e, W_r, dt, E.shape, R.shape)
 
 
 def primal_scores_backward(
     dscores: tuple[np.ndarray, np.ndarray], cache: PrimalScoresCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """VJP of ``primal_scores``: returns (dΦ_q, dΦ_k, dW_e, dW_r).
+) -> PrimalScoresGrads:
+    """VJP of ``primal_scores``: returns ``PrimalScoresGrads(phi_q, phi_k, W_e, W_r)``.
 
     E = Φ_q W_e ⇒ dΦ_q = dE W_eᵀ, dW_e = Φ_qᵀ dE; likewise for R. Gradients of broadcast
     leading axes are summed back.
     """
-    dE, dR = dscores
-    phi_q, phi_k, W_e, W_r = cache
-    d_phi_q = dE @ np.swapaxes(W_e, -1, -2)
-    d_phi_k = dR @ np.swapaxes(W_r, -1, -2)
-    dW_e = np.swapaxes(phi_q, -1, -2) @ dE
-    dW_r = np.swapaxes(phi_k, -1, -2) @ dR
-    return (
+    phi_q, phi_k, W_e, W_r, dt, e_shape, r_shape = cache
+    dE, dR = _pair(dscores, "dscores")
+    dE = upstream(dE, "dscores[0] (dE)", e_shape, dt)
+    dR = upstream(dR, "dscores[1] (dR)", r_shape, dt)
+    d_phi_q = np.matmul(dE, np.swapaxes(W_e, -1, -2), dtype=dt)
+    d_phi_k = np.matmul(dR, np.swapaxes(W_r, -1, -2), dtype=dt)
+    dW_e = np.matmul(np.swapaxes(phi_q, -1, -2), dE, dtype=dt)
+    dW_r = np.matmul(np.swapaxes(phi_k, -1, -2), dR, dtype=dt)
+    return PrimalScoresGrads(
         sum_to_shape(d_phi_q, phi_q.shape),
         sum_to_shape(d_phi_k, phi_k.shape),
         sum_to_shape(dW_e, W_e.shape),
@@ -86,7 +109,23 @@ def primal_scores_backward(
     )
 
 
+def _pair(dscores: object, name: str) -> tuple[object, object]:
+    """The (dE, dR) pair of a scores backward, else a named error."""
+    if not isinstance(dscores, (tuple, list)) or len(dscores) != 2:
+        raise TypeError(f"{name} must be a pair (dE, dR), got {type(dscores).__name__}")
+    return dscores[0], dscores[1]
+
+
 class DualScoresCache(NamedTuple):
+    K: np.ndarray
+    H_e: np.ndarray
+    H_r: np.ndarray
+    dtype: np.dtype
+    e_shape: tuple[int, ...]
+    r_shape: tuple[int, ...]
+
+
+class DualScoresGrads(NamedTuple):
     K: np.ndarray
     H_e: np.ndarray
     H_r: np.ndarray
@@ -108,22 +147,29 @@ def dual_scores(
             f"dual_scores needs K (..., N, M), H_e (..., N, s), H_r (..., M, s); got K {K.shape}, "
             f"H_e {H_e.shape}, H_r {H_r.shape}"
         )
+    for arr, name in ((K, "K"), (H_e, "H_e"), (H_r, "H_r")):
+        check_finite(arr, name)
     dt = result_dtype(K, H_e, H_r)
     E = np.matmul(K, H_r, dtype=dt)
     R = np.matmul(np.swapaxes(K, -1, -2), H_e, dtype=dt)
-    return (E, R), DualScoresCache(K, H_e, H_r)
+    return (E, R), DualScoresCache(K, H_e, H_r, dt, E.shape, R.shape)
 
 
 def dual_scores_backward(
     dscores: tuple[np.ndarray, np.ndarray], cache: DualScoresCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """VJP of ``dual_scores``: returns (dK, dH_e, dH_r).
+) -> DualScoresGrads:
+    """VJP of ``dual_scores``: returns ``DualScoresGrads(K, H_e, H_r)``.
 
     E = K H_r, R = Kᵀ H_e ⇒ dK = dE H_rᵀ + H_e dRᵀ, dH_r = Kᵀ dE, dH_e = K dR.
     """
-    dE, dR = dscores
-    K, H_e, H_r = cache
-    dK = dE @ np.swapaxes(H_r, -1, -2) + H_e @ np.swapaxes(dR, -1, -2)
-    dH_r = np.swapaxes(K, -1, -2) @ dE
-    dH_e = K @ dR
-    return sum_to_shape(dK, K.shape), sum_to_shape(dH_e, H_e.shape), sum_to_shape(dH_r, H_r.shape)
+    K, H_e, H_r, dt, e_shape, r_shape = cache
+    dE, dR = _pair(dscores, "dscores")
+    dE = upstream(dE, "dscores[0] (dE)", e_shape, dt)
+    dR = upstream(dR, "dscores[1] (dR)", r_shape, dt)
+    dK = np.matmul(dE, np.swapaxes(H_r, -1, -2), dtype=dt)
+    dK += np.matmul(H_e, np.swapaxes(dR, -1, -2), dtype=dt)
+    dH_r = np.matmul(np.swapaxes(K, -1, -2), dE, dtype=dt)
+    dH_e = np.matmul(K, dR, dtype=dt)
+    return DualScoresGrads(
+        sum_to_shape(dK, K.shape), sum_to_shape(dH_e, H_e.shape), sum_to_shape(dH_r, H_r.shape)
+    )

@@ -46,7 +46,15 @@ def lra_layer(sd, x, H, s, m, mask=None):
     k = _heads(F.linear(x, sd["W_k.weight"], sd["W_k.bias"]), H)
     idx = linspace_idx(N, s * m)
     out, E, R, we_x, wr_x = _core(
-        x, q, k, sd["We"], sd["Wr"], sd["attn.concate_weight.weight"], sd["attn.concate_weight.bias"], H, idx
+        x,
+        q,
+        k,
+        sd["We"],
+        sd["Wr"],
+        sd["attn.concate_weight.weight"],
+        sd["attn.concate_weight.bias"],
+        H,
+        idx,
     )
     if mask is not None:
         out = out * mask[:, None, :, None].to(out.dtype)
@@ -61,7 +69,9 @@ def vision_layer(sd, x, H, s, m):
     qk = qk.reshape(B, N, 2, H, D // H).permute(2, 0, 3, 1, 4)
     q, k = qk[0], qk[1]
     idx = torch.arange(N) if N <= s * m else linspace_idx(N, s * m)
-    out, E, R, we_x, wr_x = _core(x, q, k, sd["we"], sd["wr"], sd["concate_weight.weight"], sd["concate_weight.bias"], H, idx)
+    out, E, R, we_x, wr_x = _core(
+        x, q, k, sd["we"], sd["wr"], sd["concate_weight.weight"], sd["concate_weight.bias"], H, idx
+    )
     out = out.permute(0, 2, 1, 3).reshape(B, N, D)
     y = F.linear(out, sd["proj.weight"], sd["proj.bias"])
     return y, E, R, we_x, wr_x, sd["Lambda"], sd["we"], sd["wr"]
@@ -74,7 +84,9 @@ def causal_layer(sd, x, H, s):
     k = _heads(F.linear(x, sd["key_projection.weight"], sd["key_projection.bias"]), H)
     q = torch.cumsum(q, dim=2) / steps
     k = torch.cumsum(k, dim=2) / steps
-    out, E, R, _, _ = _core(x, q, k, sd["We"], sd["Wr"], sd["concate_weight.weight"], sd["concate_weight.bias"], H, None)
+    out, E, R, _, _ = _core(
+        x, q, k, sd["We"], sd["Wr"], sd["concate_weight.weight"], sd["concate_weight.bias"], H, None
+    )
     out = out.permute(0, 2, 1, 3).reshape(B, N, D)
     y = F.linear(out, sd["out_projection.weight"], sd["out_projection.bias"])
     return y, E, R, None, None, sd["Lambda"], sd["We"], sd["Wr"]
@@ -114,7 +126,10 @@ def layer_objective(cfg, state_dict, x, cotangent, eta, *, mask=None, trace_no_x
     """
     import numpy as np
 
-    t_sd = {k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=True) for k, v in state_dict.items()}
+    t_sd = {
+        k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=True)
+        for k, v in state_dict.items()
+    }
     tx = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
     H, s, m = cfg.num_heads, cfg.low_rank, cfg.rank_multi
     if cfg.variant == "lra":

@@ -156,7 +156,7 @@ def _softmax_spec():
 
     def reference(t, o):
         p, cache = pn.softmax(t["s"])
-        return {"p": p}, lambda cot: {"s": pn.softmax_backward(cot["p"], cache)}
+        return {"p": p}, lambda cot: {"s": pn.softmax_backward(cot["p"], cache).s}
 
     return OpSpec(
         "softmax",

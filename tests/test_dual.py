@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import readonly, rel_err
+from helpers import readonly
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +15,7 @@ from primal_np import (
     dual_attention_backward,
     taylor_test,
 )
+from primal_np.compare import rel_error
 
 
 def naive_attention(q, k, v, mask=None, causal=False, scale=None):
@@ -195,7 +196,7 @@ def test_float32_is_computed_in_float32(rng):
     ref, _ = dual_attention(
         q32.astype(np.float64), k32.astype(np.float64), v32.astype(np.float64), causal=True
     )
-    assert rel_err(out, ref) < 1e-6  # float32 rounding only (~10 ulp)
+    assert rel_error(out, ref) < 1e-6  # float32 rounding only (~10 ulp)
 
 
 def test_read_only_inputs_are_never_written(rng):

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from helpers import rel_err
 
+from primal_np.compare import rel_error
 from primal_np.equivalence import scores_from_x, scores_from_x_backward, stationary_point
 from primal_np.feature_maps import draw_random_features
 from primal_np.gradcheck import check_vjp
@@ -37,14 +37,14 @@ def test_primal_equals_dual_values_and_gradients(rng, feature_map, n, d, s):
         x, W_q, W_k, sp.H_e, sp.H_r, form="dual", feature_map=feature_map
     )
     # both equal H Σ (the eigenvalue problem), an independent closed form
-    assert rel_err(E_p, sp.H_e * sp.sigma) <= 1e-10
-    assert rel_err(R_p, sp.H_r * sp.sigma) <= 1e-10
-    assert rel_err(E_p, E_d) <= 1e-10 and rel_err(R_p, R_d) <= 1e-10
+    assert rel_error(E_p, sp.H_e * sp.sigma) <= 1e-10
+    assert rel_error(R_p, sp.H_r * sp.sigma) <= 1e-10
+    assert rel_error(E_p, E_d) <= 1e-10 and rel_error(R_p, R_d) <= 1e-10
     dE, dR = rng.standard_normal(E_p.shape), rng.standard_normal(R_p.shape)
     for g_p, g_d in zip(
         scores_from_x_backward((dE, dR), c_p), scores_from_x_backward((dE, dR), c_d), strict=True
     ):
-        assert rel_err(g_p, g_d) <= 1e-10
+        assert rel_error(g_p, g_d) <= 1e-10
 
 
 @pytest.mark.parametrize("form", ["primal", "dual"])

@@ -35,7 +35,12 @@ def _terms(rng, data=True):
 
 
 def _as_inputs(layers):
-    return {f"{f}{i}": getattr(t, f) for i, t in enumerate(layers) for f in KSVDTerms._fields if getattr(t, f) is not None}
+    return {
+        f"{f}{i}": getattr(t, f)
+        for i, t in enumerate(layers)
+        for f in KSVDTerms._fields
+        if getattr(t, f) is not None
+    }
 
 
 def _from_inputs(kw, n_layers):
@@ -45,7 +50,12 @@ def _from_inputs(kw, n_layers):
 ALL_CONVENTIONS = list(CONVENTIONS.values()) + [
     KSVDConvention(q, t, tr, sq, o, ly)
     for q, t, tr, sq, o, ly in itertools.product(
-        ("lambda_sq", "Lambda"), ("mean", "sum"), ("params", "data"), ("batch", "sample", "problem"), ("mean", "sum"), ("mean", "sum")
+        ("lambda_sq", "Lambda"),
+        ("mean", "sum"),
+        ("params", "data"),
+        ("batch", "sample", "problem"),
+        ("mean", "sum"),
+        ("mean", "sum"),
     )
     if (q, t, o) in {("lambda_sq", "sum", "sum"), ("Lambda", "mean", "mean")}
 ]
@@ -56,7 +66,7 @@ def test_loss_gradients_every_convention(rng, conv):
     layers = [_terms(rng), _terms(rng)]
     dloss = 0.77
     loss, cache = ksvd_loss(layers, conv)
-    grads = ksvd_loss_backward(dloss, cache)
+    grads = ksvd_loss_backward(dloss, cache).layers
     analytic = {}
     for i, g in enumerate(grads):
         for f in KSVDTerms._fields:
@@ -66,7 +76,9 @@ def test_loss_gradients_every_convention(rng, conv):
     # The central difference's rounding error is ~ε^{2/3}·|L| ≈ 4e-11·|L|; summed conventions
     # reach |L| ~ 1e3 here, so the absolute floor scales with |L| (25× margin).
     atol = 1e-9 * max(1.0, abs(dloss * loss))
-    gradcheck(lambda **kw: dloss * ksvd_loss(_from_inputs(kw, 2), conv)[0], inputs, analytic, atol=atol).assert_ok()
+    gradcheck(
+        lambda **kw: dloss * ksvd_loss(_from_inputs(kw, 2), conv)[0], inputs, analytic, atol=atol
+    ).assert_ok()
 
 
 def test_lra_preset_equals_the_formula_written_out(rng):
@@ -74,8 +86,22 @@ def test_lra_preset_equals_the_formula_written_out(rng):
     layers = [_terms(rng), _terms(rng)]
     expect = 0.0
     for t in layers:
-        a = np.mean([0.5 * np.sum((t.lam[h] * t.escore[b, h, i]) ** 2) for b in range(B) for h in range(H) for i in range(N)])
-        c = np.mean([0.5 * np.sum((t.lam[h] * t.rscore[b, h, i]) ** 2) for b in range(B) for h in range(H) for i in range(N)])
+        a = np.mean(
+            [
+                0.5 * np.sum((t.lam[h] * t.escore[b, h, i]) ** 2)
+                for b in range(B)
+                for h in range(H)
+                for i in range(N)
+            ]
+        )
+        c = np.mean(
+            [
+                0.5 * np.sum((t.lam[h] * t.rscore[b, h, i]) ** 2)
+                for b in range(B)
+                for h in range(H)
+                for i in range(N)
+            ]
+        )
         T = np.mean([np.trace(t.we[h].T @ t.wr[h]) for h in range(H)])
         expect += (a + c - T) ** 2 / 2
     assert ksvd_loss(layers, "lra")[0] == pytest.approx(expect, rel=1e-13)
@@ -92,15 +118,21 @@ def test_per_sample_and_paper_presets_written_out(rng):
     t = _terms(rng, data=False)
     per_b = []
     for b in range(B):
-        a = np.mean([0.5 * np.sum((t.lam[h] * t.escore[b, h, i]) ** 2) for h in range(H) for i in range(N)])
-        c = np.mean([0.5 * np.sum((t.lam[h] * t.rscore[b, h, i]) ** 2) for h in range(H) for i in range(N)])
+        a = np.mean(
+            [0.5 * np.sum((t.lam[h] * t.escore[b, h, i]) ** 2) for h in range(H) for i in range(N)]
+        )
+        c = np.mean(
+            [0.5 * np.sum((t.lam[h] * t.rscore[b, h, i]) ** 2) for h in range(H) for i in range(N)]
+        )
         T = np.mean([np.trace(t.we[h].T @ t.wr[h]) for h in range(H)])
         per_b.append((a + c - T) ** 2)
     assert ksvd_loss([t], "per_sample")[0] == pytest.approx(np.mean(per_b), rel=1e-13)
     paper = 0.0
     for b, h in itertools.product(range(B), range(H)):
         Lam = np.diag(t.lam[h])
-        J = sum(0.5 * e @ Lam @ e for e in t.escore[b, h]) + sum(0.5 * r @ Lam @ r for r in t.rscore[b, h])
+        J = sum(0.5 * e @ Lam @ e for e in t.escore[b, h]) + sum(
+            0.5 * r @ Lam @ r for r in t.rscore[b, h]
+        )
         J -= np.trace(t.we[h].T @ t.wr[h])
         paper += J**2
     assert ksvd_loss([t], "paper")[0] == pytest.approx(paper, rel=1e-13)
@@ -116,24 +148,36 @@ def test_reparametrisation_lambda_paper_equals_lambda_sq_over_n(rng):
     lam = params["lam"]
     n_tok = x.shape[1]
     code_per_problem = KSVDConvention(trace="data", square="problem", outer="sum", layers="sum")
-    paper_with_data_trace = KSVDConvention(quadratic="Lambda", tokens="sum", trace="data", square="problem", outer="sum", layers="sum")
+    paper_with_data_trace = KSVDConvention(
+        quadratic="Lambda", tokens="sum", trace="data", square="problem", outer="sum", layers="sum"
+    )
     terms = ksvd_terms_from_cache(cache)
     code_loss, code_cache = ksvd_loss([terms], code_per_problem)
     paper_loss, paper_cache = ksvd_loss([terms._replace(lam=lam**2 / n_tok)], paper_with_data_trace)
     assert paper_loss == pytest.approx(code_loss, rel=1e-13)
     j_code = code_cache.layers[0].j
     for b, h in itertools.product(range(2), range(2)):
-        J = ksvd_objective(cache.cos_q.y[b, h], cache.cos_k.y[b, h], cache.we_x[b, h], cache.wr_x[b, h], lam[h] ** 2 / n_tok)
+        J = ksvd_objective(
+            cache.phi_q[b, h],
+            cache.phi_k[b, h],
+            cache.we_x[b, h],
+            cache.wr_x[b, h],
+            lam[h] ** 2 / n_tok,
+        )
         assert J == pytest.approx(j_code[b, h], rel=1e-12)
 
 
 def test_bad_input(rng):
     with pytest.raises(ValueError, match="unknown KSVD convention 'lrа'; presets: lra, vision"):
         get_convention("lrа")
-    with pytest.raises(ValueError, match=r"KSVDConvention.square must be one of \('batch', 'sample', 'problem'\)"):
+    with pytest.raises(
+        ValueError, match=r"KSVDConvention.square must be one of \('batch', 'sample', 'problem'\)"
+    ):
         KSVDConvention(square="layer")
     t = _terms(rng)
-    with pytest.raises(ValueError, match=r"layer 0: lam must be \(H, s\) = \(3, 2\), got \(2, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"layers\[0\]\.lam must be \(H, s\) = \(3, 2\), got \(2, 2\)"
+    ):
         ksvd_loss([t._replace(lam=np.ones((2, 2)))])
     with pytest.raises(ValueError, match="at least one layer"):
         ksvd_loss([])

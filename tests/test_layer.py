@@ -43,7 +43,9 @@ def test_whole_layer_and_loss_finite_differences(rng, name):
     eta = 0.6
 
     def value(x, **p):
-        return layer_objective(x, p, cfg, cotangent=cot, eta=eta, convention=convention, mask=mask).value
+        return layer_objective(
+            x, p, cfg, cotangent=cot, eta=eta, convention=convention, mask=mask
+        ).value
 
     r = layer_objective(x, params, cfg, cotangent=cot, eta=eta, convention=convention, mask=mask)
     gradcheck(value, {"x": x, **params}, {"x": r.dx, **r.grads}).assert_ok()
@@ -68,8 +70,8 @@ def test_structure_matches_the_equations(rng):
     np.testing.assert_allclose(cache.escore[0, h], E, rtol=1e-13)
     np.testing.assert_allclose(cache.rscore[0, h], R, rtol=1e-13)
     head = np.concatenate([E, R], axis=1) @ P["wc"].T + P["bc"]
-    np.testing.assert_allclose(cache.merged[0][:, h * p : (h + 1) * p], head, rtol=1e-13)
-    np.testing.assert_allclose(y[0], cache.merged[0] @ P["wo"].T + P["bo"], rtol=1e-13)
+    np.testing.assert_allclose(cache.out_proj.x[0][:, h * p : (h + 1) * p], head, rtol=1e-13)
+    np.testing.assert_allclose(y[0], cache.out_proj.x[0] @ P["wo"].T + P["bo"], rtol=1e-13)
 
 
 def test_mask_zeroes_padded_rows_but_padded_tokens_still_enter_F(rng):
@@ -78,7 +80,9 @@ def test_mask_zeroes_padded_rows_but_padded_tokens_still_enter_F(rng):
     x = rng.standard_normal((1, 6, 4))
     mask = np.array([[True, True, True, True, False, False]])
     y, cache = primal_attention(x, P, cfg, mask=mask)
-    np.testing.assert_allclose(y[0, 4:], np.broadcast_to(P["bo"], (2, 4)), rtol=1e-15)  # only the bias
+    np.testing.assert_allclose(
+        y[0, 4:], np.broadcast_to(P["bo"], (2, 4)), rtol=1e-15
+    )  # only the bias
     x2 = x.copy()
     x2[0, 5] += 1.0  # token 5 is padded but sampled (idx = 0, 2, 5)
     y2, _ = primal_attention(x2, P, cfg, mask=mask)
@@ -136,13 +140,18 @@ def test_no_n_by_n_array_is_formed():
 
 def test_float32_stays_float32_and_inputs_are_read_only(rng):
     cfg = PrimalAttentionConfig(dim=6, num_heads=2, low_rank=2, rank_multi=2)
-    P = {k: readonly(v.astype(np.float32)) for k, v in init_primal_attention_params(cfg, seed=1).items()}
+    P = {
+        k: readonly(v.astype(np.float32))
+        for k, v in init_primal_attention_params(cfg, seed=1).items()
+    }
     x = readonly(rng.standard_normal((2, 5, 6)).astype(np.float32))
     mask = readonly(np.ones((2, 5), bool))
     cot = readonly(rng.standard_normal((2, 5, 6)).astype(np.float32))
     r = layer_objective(x, P, cfg, cotangent=cot, eta=0.1, convention="lra_trace_x", mask=mask)
     assert r.out.dtype == np.float32 and r.dx.dtype == np.float32
-    assert all(g.dtype == np.float32 for g in r.grads.values()), {k: g.dtype for k, g in r.grads.items()}
+    assert all(g.dtype == np.float32 for g in r.grads.values()), {
+        k: g.dtype for k, g in r.grads.items()
+    }
     r64 = layer_objective(
         x.astype(np.float64),
         {k: v.astype(np.float64) for k, v in P.items()},
@@ -166,7 +175,9 @@ def test_init_distributions(rng):
     assert a["lam"].min() >= 0 and a["lam"].max() < 1
     assert np.abs(a["wq"]).max() <= 1 / np.sqrt(16) and np.abs(a["bq"]).max() <= 1 / np.sqrt(16)
     assert np.abs(a["wc"]).max() <= 1 / np.sqrt(6)  # fan_in 2s = 6
-    v = init_primal_attention_params(PrimalAttentionConfig(64, 4, 3, variant="vision", num_tokens=50), seed=0)
+    v = init_primal_attention_params(
+        PrimalAttentionConfig(64, 4, 3, variant="vision", num_tokens=50), seed=0
+    )
     assert abs(v["wqk"].std() - 0.02) < 0.002 and np.all(v["bo"] == 0)
 
 
@@ -203,13 +214,33 @@ def test_state_dict_errors_name_the_key():
 @pytest.mark.parametrize(
     "kwargs,exc,pattern",
     [
-        (dict(dim=10, num_heads=3, low_rank=2), ValueError, "dim 10 is not divisible by num_heads 3"),
+        (
+            dict(dim=10, num_heads=3, low_rank=2),
+            ValueError,
+            "dim 10 is not divisible by num_heads 3",
+        ),
         (dict(dim=8, num_heads=2, low_rank=0), ValueError, "low_rank must be >= 1, got 0"),
-        (dict(dim=8, num_heads=2, low_rank=2, rank_multi=-1), ValueError, "rank_multi must be >= 1, got -1"),
+        (
+            dict(dim=8, num_heads=2, low_rank=2, rank_multi=-1),
+            ValueError,
+            "rank_multi must be >= 1, got -1",
+        ),
         (dict(dim=8, num_heads=2, low_rank=2.5), TypeError, "low_rank must be an integer"),
-        (dict(dim=8, num_heads=2, low_rank=2, variant="text"), ValueError, "variant must be one of"),
-        (dict(dim=8, num_heads=2, low_rank=5, data_dependent=False), ValueError, "low_rank 5 exceeds the head dim p = 4"),
-        (dict(dim=8, num_heads=2, low_rank=2, variant="causal", data_dependent=True), ValueError, "future tokens"),
+        (
+            dict(dim=8, num_heads=2, low_rank=2, variant="text"),
+            ValueError,
+            "variant must be one of",
+        ),
+        (
+            dict(dim=8, num_heads=2, low_rank=5, data_dependent=False),
+            ValueError,
+            "low_rank 5 exceeds the feature width p_φ = 4",
+        ),
+        (
+            dict(dim=8, num_heads=2, low_rank=2, variant="causal", data_dependent=True),
+            ValueError,
+            "future tokens",
+        ),
         (dict(dim=8, num_heads=2, low_rank=2, variant="vision"), ValueError, "needs num_tokens"),
     ],
 )
@@ -222,7 +253,9 @@ def test_bad_inputs(rng):
     cfg = PrimalAttentionConfig(dim=8, num_heads=2, low_rank=2, rank_multi=3)
     P = init_primal_attention_params(cfg)
     x = rng.standard_normal((2, 5, 8))
-    with pytest.raises(ValueError, match=r"x has shape \(2, 5, 6\); expected \(B, N, D\) with D = dim = 8"):
+    with pytest.raises(
+        ValueError, match=r"x has shape \(2, 5, 6\); expected \(B, N, D\) with D = dim = 8"
+    ):
         primal_attention(rng.standard_normal((2, 5, 6)), P, cfg)
     with pytest.raises(ValueError, match=r"mask has shape \(2, 4\), expected \(B, N\) = \(2, 5\)"):
         primal_attention(x, P, cfg, mask=np.ones((2, 4), bool))
@@ -232,9 +265,13 @@ def test_bad_inputs(rng):
         primal_attention(x, {**P, "wc": np.zeros((4, 3))}, cfg)
     with pytest.raises(KeyError, match=r"missing \['bo'\]"):
         primal_attention(x, {k: v for k, v in P.items() if k != "bo"}, cfg)
-    vis = PrimalAttentionConfig(dim=8, num_heads=2, low_rank=2, rank_multi=3, variant="vision", num_tokens=5)
+    vis = PrimalAttentionConfig(
+        dim=8, num_heads=2, low_rank=2, rank_multi=3, variant="vision", num_tokens=5
+    )
     with pytest.raises(ValueError, match="padding mask applies to the lra variant only"):
         primal_attention(x, init_primal_attention_params(vis), vis, mask=np.ones((2, 5), bool))
-    with pytest.raises(ValueError, match=r"4 tokens give n = 4 sampled rows but we has shape \(2, 5, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"4 tokens give n = 4 sampled rows but we has shape \(2, 5, 2\)"
+    ):
         primal_attention(x[:, :4], init_primal_attention_params(vis), vis)
     assert param_shapes(vis)["we"] == (2, 5, 2)

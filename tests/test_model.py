@@ -78,7 +78,7 @@ def test_model_kinds_and_bad_configs():
     with pytest.raises(ValueError, match="dim 8 is not divisible by num_heads 3"):
         ModelConfig(**{**TINY, "num_heads": 3})
     with pytest.raises(
-        ValueError, match="primal attention layers: low_rank 5 exceeds the head dim p = 4"
+        ValueError, match="primal attention layers: low_rank 5 exceeds the feature width p_φ = 4"
     ):
         ModelConfig(**{**TINY, "low_rank": 5}, data_dependent=False)
     with pytest.raises(ValueError, match="unknown task 'sorting'; valid: listops, retrieval"):

@@ -4,8 +4,9 @@ import math
 
 import numpy as np
 import pytest
-from helpers import readonly, rel_err
+from helpers import readonly
 
+from primal_np.compare import rel_error
 from primal_np.optim import adam_init, adam_step, clip_grad_norm, warmup_cosine, warmup_linear
 
 TOL = 1e-12
@@ -46,10 +47,10 @@ def test_adam_matches_torch(torch, rng, case):
             t.grad = torch.tensor(grads[n])
         opt.step()
         for n, t in tp.items():
-            assert rel_err(params[n], t.detach().numpy()) < TOL, n
+            assert rel_error(params[n], t.detach().numpy()) < TOL, n
             tstate = opt.state[t]
-            assert rel_err(state[f"m/{n}"], tstate["exp_avg"].numpy()) < TOL
-            assert rel_err(state[f"v/{n}"], tstate["exp_avg_sq"].numpy()) < TOL
+            assert rel_error(state[f"m/{n}"], tstate["exp_avg"].numpy()) < TOL
+            assert rel_error(state[f"v/{n}"], tstate["exp_avg_sq"].numpy()) < TOL
     assert state["step"] == 6
 
 
@@ -181,9 +182,9 @@ def test_clip_grad_norm_matches_torch(torch, rng, max_norm):
         t.grad = torch.tensor(g)
     t_total = torch.nn.utils.clip_grad_norm_(ts, max_norm)
     assert total == pytest.approx(norm, rel=1e-14)
-    assert rel_err(total, t_total.item()) < TOL
+    assert rel_error(total, t_total.item()) < TOL
     for t, n in zip(ts, grads, strict=True):
-        assert rel_err(clipped[n], t.grad.numpy()) < TOL
+        assert rel_error(clipped[n], t.grad.numpy()) < TOL
 
 
 def test_clip_grad_norm_semantics(rng):

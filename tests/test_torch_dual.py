@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from helpers import rel_err
 
 from primal_np import (
     dual_attention,
@@ -11,6 +10,7 @@ from primal_np import (
     mha_attention,
     mha_attention_backward,
 )
+from primal_np.compare import rel_error
 
 pytestmark = pytest.mark.torch
 
@@ -58,9 +58,9 @@ def test_dual_attention_matches_torch_sdpa(torch, rng, variant):
     grads = dual_attention_backward(cot, cache)
     t_out, *t_grads = _torch_sdpa_grads(torch, q, k, v, cot, **theirs)
     assert np.all(np.isfinite(t_out))
-    assert rel_err(out, t_out) < TOL
+    assert rel_error(out, t_out) < TOL
     for g, tg in zip(grads, t_grads, strict=True):
-        assert rel_err(g, tg) < TOL
+        assert rel_error(g, tg) < TOL
 
 
 def test_mha_layer_matches_torch_functional(torch, rng):
@@ -100,15 +100,15 @@ def test_mha_layer_matches_torch_functional(torch, rng):
     )
     ty = ty.transpose(0, 1)
     (ty * torch.tensor(cot)).sum().backward()
-    assert rel_err(y, ty.detach().numpy()) < TOL
-    assert rel_err(dx, tx.grad.numpy()) < TOL
+    assert rel_error(y, ty.detach().numpy()) < TOL
+    assert rel_error(dx, tx.grad.numpy()) < TOL
     for name in params:
         if name == "b_k":
             # Exactly zero in exact arithmetic: adding b_k shifts every logit of a query row
             # by the same q_i·b_k, and softmax is shift invariant. Both sides are rounding.
             assert np.abs(grads[name]).max() < 1e-14 and np.abs(t[name].grad.numpy()).max() < 1e-14
             continue
-        assert rel_err(grads[name], t[name].grad.numpy()) < TOL, name
+        assert rel_error(grads[name], t[name].grad.numpy()) < TOL, name
 
 
 @pytest.mark.parametrize(
@@ -126,6 +126,6 @@ def test_golden_dual_cases_match_torch(torch, tmp_path, case):
     t_out, *t_grads = _torch_sdpa_grads(
         torch, a["input.q"], a["input.k"], a["input.v"], a["cotangent.out"], **kw
     )
-    assert rel_err(a["output.out"], t_out) < TOL
+    assert rel_error(a["output.out"], t_out) < TOL
     for name, tg in zip("qkv", t_grads, strict=True):
-        assert rel_err(a[f"grad.{name}"], tg) < TOL
+        assert rel_error(a[f"grad.{name}"], tg) < TOL

@@ -159,7 +159,7 @@ def _loss_reference(t: Arrays, o: dict) -> tuple[Arrays, Callable[[Arrays], Arra
     dtype = layers[0].escore.dtype
 
     def vjp(cot: Arrays) -> Arrays:
-        return _grads(ksvd_loss_backward(float(cot["ksvd_loss"]), cache), layers)
+        return _grads(ksvd_loss_backward(float(cot["ksvd_loss"]), cache).layers, layers)
 
     return {"ksvd_loss": np.asarray(loss, dtype=dtype)}, vjp
 

@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..ksvd_loss import ksvd_loss, ksvd_loss_backward, ksvd_terms_from_cache
-from ..layer import primal_attention, primal_attention_backward
+from ..fast import primal_attention_impl
+from ..ksvd_loss import KSVDGrads, ksvd_loss, ksvd_loss_backward, ksvd_terms_from_cache
 from ..mha import init_mha_params, mha_attention, mha_attention_backward
 from ..nn.embedding import (
     embedding,
@@ -40,6 +40,7 @@ __all__ = [
     "ModelCache",
     "model_forward",
     "model_backward",
+    "ModelGrads",
     "model_loss",
     "LossAndGrads",
     "loss_and_grads",
@@ -91,6 +92,11 @@ class _LayerCache(NamedTuple):
     attn: object
     ln2: object
     mlp: object
+    attn_backward: object  # the backward matching the attention forward that ran
+
+
+class ModelGrads(NamedTuple):
+    params: dict[str, np.ndarray]  # keyed like the model's parameters
 
 
 class ModelCache(NamedTuple):
@@ -125,14 +131,16 @@ def model_forward(
         h, ln1 = layer_norm(x, params[pre + "ln1.weight"], params[pre + "ln1.bias"])
         ap = _sub(params, pre + "attn.")
         if kind == "primal":
-            a, ac = primal_attention(h, ap, cfg.primal_config(), mask=mask)
+            fwd, bwd, _ = primal_attention_impl(cfg.primal_config())
+            a, ac = fwd(h, ap, cfg.primal_config(), mask=mask)
         else:
             a, ac = mha_attention(h, ap, num_heads=cfg.num_heads, padding_mask=mask)
+            bwd = mha_attention_backward
         x = x + a
         h, ln2 = layer_norm(x, params[pre + "ln2.weight"], params[pre + "ln2.bias"])
         m, mc = mlp(h, _sub(params, pre + "mlp."))
         x = x + m
-        layers.append(_LayerCache(kind, ln1, ac, ln2, mc))
+        layers.append(_LayerCache(kind, ln1, ac, ln2, mc, bwd))
         outputs.append(x)
     h, ln_f = layer_norm(x, params["ln_f.weight"], params["ln_f.bias"])
     pooled, pool = mean_pool(h, mask) if cfg.pooling == "mean" else cls_pool(h)
@@ -141,46 +149,42 @@ def model_forward(
 
 
 def model_backward(
-    dlogits: np.ndarray, cache: ModelCache, ksvd_grads: dict | None = None
-) -> dict[str, np.ndarray]:
-    """Gradients of every parameter. ``ksvd_grads`` maps a primal layer's index to its
-    ``KSVDGrads`` (from ``ksvd_loss_backward``), added where the KSVD loss enters."""
+    dlogits: np.ndarray, cache: ModelCache, ksvd_grads: dict[int, KSVDGrads] | None = None
+) -> ModelGrads:
+    """Gradients of every parameter, the forward's steps in reverse. ``ksvd_grads`` maps a
+    primal layer's index to its ``KSVDGrads`` (from ``ksvd_loss_backward``), which that
+    layer's backward adds where the KSVD loss enters."""
     cfg = cache.cfg
     ksvd_grads = ksvd_grads or {}
     g: dict[str, np.ndarray] = {}
-    dpooled, g["head.weight"], g["head.bias"] = linear_backward(dlogits, cache.head)
-    dh = (
-        mean_pool_backward(dpooled, cache.pool)
-        if cfg.pooling == "mean"
-        else cls_pool_backward(dpooled, cache.pool)
-    )
-    dx, g["ln_f.weight"], g["ln_f.bias"] = layer_norm_backward(dh, cache.ln_f)
+    gh = linear_backward(dlogits, cache.head)  # logits = pooled W_hᵀ + b_h
+    g["head.weight"], g["head.bias"] = gh.weight, gh.bias
+    pool_bwd = mean_pool_backward if cfg.pooling == "mean" else cls_pool_backward
+    dh = pool_bwd(gh.x, cache.pool).x
+    gl = layer_norm_backward(dh, cache.ln_f)
+    g["ln_f.weight"], g["ln_f.bias"] = gl.weight, gl.bias
+    dx = gl.x
     for i in reversed(range(len(cache.layers))):
         lc = cache.layers[i]
         pre = f"layers.{i}."
-        dm, mg = mlp_backward(dx, lc.mlp)
-        g.update({pre + "mlp." + k: v for k, v in mg.items()})
-        dh, g[pre + "ln2.weight"], g[pre + "ln2.bias"] = layer_norm_backward(dm, lc.ln2)
-        dx = dx + dh
-        if lc.kind == "primal":
-            kg = ksvd_grads.get(i)
-            extra = {}
-            if kg is not None:
-                extra = dict(d_escore=kg.escore, d_rscore=kg.rscore, d_we_x=kg.we_x, d_wr_x=kg.wr_x)
-            da, ag = primal_attention_backward(dx, lc.attn, **extra)
-            if kg is not None:
-                ag["lam"] = ag["lam"] + kg.lam
-                ag["we"] = ag["we"] + kg.we
-                ag["wr"] = ag["wr"] + kg.wr
+        gm = mlp_backward(dx, lc.mlp)  # x ← x + MLP(LN₂(x))
+        g.update({pre + "mlp." + k: v for k, v in gm.params.items()})
+        gl = layer_norm_backward(gm.x, lc.ln2)
+        g[pre + "ln2.weight"], g[pre + "ln2.bias"] = gl.weight, gl.bias
+        dx = dx + gl.x
+        if lc.kind == "primal":  # x ← x + Attn(LN₁(x))
+            ga = lc.attn_backward(dx, lc.attn, ksvd_grads=ksvd_grads.get(i))
         else:
-            da, ag = mha_attention_backward(dx, lc.attn)
-        g.update({pre + "attn." + k: v for k, v in ag.items()})
-        dh, g[pre + "ln1.weight"], g[pre + "ln1.bias"] = layer_norm_backward(da, lc.ln1)
-        dx = dx + dh
+            ga = lc.attn_backward(dx, lc.attn)
+        g.update({pre + "attn." + k: v for k, v in ga.params.items()})
+        gl = layer_norm_backward(ga.x, lc.ln1)
+        g[pre + "ln1.weight"], g[pre + "ln1.bias"] = gl.weight, gl.bias
+        dx = dx + gl.x
     if cfg.positions == "learned":
-        dx, g["pos"] = learned_positional_backward(dx, cache.pos)
-    g["embed"] = embedding_backward(dx, cache.emb)
-    return g
+        gp = learned_positional_backward(dx, cache.pos)
+        dx, g["pos"] = gp.x, gp.table
+    g["embed"] = embedding_backward(dx, cache.emb).table
+    return ModelGrads(g)
 
 
 class LossAndGrads(NamedTuple):
@@ -212,7 +216,14 @@ def loss_and_grads(
     cfg: ModelConfig,
 ) -> LossAndGrads:
     """Cross-entropy + η·KSVD over the primal layers, and the gradient of every parameter."""
+    """Cross-entropy + η·KSVD over the primal layers, and the gradient of every parameter.
+
+    If the forward goes non-finite (logits or a KSVD loss), no backward is run: the result
+    has a non-finite ``loss`` and empty ``grads``, for the caller to report."""
     logits, cache = model_forward(params, ids, mask, cfg)
+    nan = float("nan")
+    if not np.all(np.isfinite(logits)):
+        return LossAndGrads(nan, nan, nan, {}, {}, logits, {}, cache)
     task, ce = cross_entropy(logits, labels)
     primal_idx = [i for i, k in enumerate(cfg.attention) if k == "primal"]
     kl, per_layer, j_layer, kgrads = 0.0, {}, {}, {}
@@ -221,8 +232,10 @@ def loss_and_grads(
         kl, lcache = ksvd_loss(terms, cfg.ksvd_convention, trace_no_x=cfg.trace_no_x)
         per_layer = {i: float(v) for i, v in zip(primal_idx, lcache.per_layer, strict=True)}
         j_layer = {i: float(lc.j.mean()) for i, lc in zip(primal_idx, lcache.layers, strict=True)}
+        if not np.isfinite(kl):
+            return LossAndGrads(nan, float(task), kl, per_layer, j_layer, logits, {}, cache)
         if cfg.eta:
-            kgrads = dict(zip(primal_idx, ksvd_loss_backward(cfg.eta, lcache), strict=True))
-    grads = model_backward(cross_entropy_backward(1.0, ce), cache, kgrads)
+            kgrads = dict(zip(primal_idx, ksvd_loss_backward(cfg.eta, lcache).layers, strict=True))
+    grads = model_backward(cross_entropy_backward(1.0, ce).logits, cache, kgrads).params
     total = float(task) + cfg.eta * kl
     return LossAndGrads(total, float(task), kl, per_layer, j_layer, logits, grads, cache)

@@ -72,7 +72,7 @@ def attention_spectrum(
             mats = lc.attn.attn.attn  # (B, H, N, N)
             label = LABELS["canonical"]
         else:
-            phi_q, phi_k = lc.attn.cos_q.y, lc.attn.cos_k.y  # (B, H, N, p)
+            phi_q, phi_k = lc.attn.phi_q, lc.attn.phi_k  # (B, H, N, p)
             if primal_kernel == "implied" and lc.attn.F is not None:
                 G = np.swapaxes(lc.attn.F, -1, -2) @ lc.attn.F  # Fᵀ F: (B, H, p, p)
                 mats = phi_q @ G @ np.swapaxes(phi_k, -1, -2)

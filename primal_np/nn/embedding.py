@@ -21,13 +21,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import float_array, index_array, positive_int
+from .._checks import check_finite, float_array, index_array, positive_int, upstream
 
 __all__ = [
     "EmbeddingCache",
+    "EmbeddingGrads",
     "embedding",
     "embedding_backward",
     "PositionalCache",
+    "PositionalGrads",
     "learned_positional",
     "learned_positional_backward",
     "sinusoidal_positions",
@@ -41,6 +43,10 @@ class EmbeddingCache(NamedTuple):
     dtype: np.dtype  # the table's dtype (dT has it too)
 
 
+class EmbeddingGrads(NamedTuple):
+    table: np.ndarray  # (V, D); ids are not differentiable
+
+
 def embedding(ids: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, EmbeddingCache]:
     """Token embedding lookup: ``E[..., n, :] = T[ids[..., n], :]``.
 
@@ -48,27 +54,36 @@ def embedding(ids: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, Embedding
     table (V, D) → E (..., N, D), a new array in the table's dtype.
     """
     table = float_array(table, "table", ndim=2)
+    check_finite(table, "table")
     ids = index_array(ids, "ids", table.shape[0])
     return table[ids], EmbeddingCache(ids, table.shape, table.dtype)
 
 
-def embedding_backward(de: np.ndarray, cache: EmbeddingCache) -> np.ndarray:
+def embedding_backward(de: np.ndarray, cache: EmbeddingCache) -> EmbeddingGrads:
     """VJP of ``embedding``: forward was E = T[ids], so dT[v] = Σ_{positions with id v} dE.
 
-    Returns dT (V, D); rows of ids that never occur are zero.
+    Returns ``EmbeddingGrads(table)``, dT (V, D); rows of ids that never occur are zero.
     """
     v, d = cache.table_shape
+    de = upstream(de, "de", (*cache.ids.shape, d), cache.dtype)
     flat_ids = cache.ids.reshape(-1).astype(np.intp, copy=False)
-    de2 = np.asarray(de).reshape(flat_ids.size, d)
+    de2 = de.reshape(flat_ids.size, d)
     # entry (t, c) of dE lands in bin ids[t]·D + c of the flattened table
     bins = (flat_ids[:, None] * d + np.arange(d)).reshape(-1)
     dt = np.bincount(bins, weights=de2.reshape(-1), minlength=v * d)
-    return dt.reshape(v, d).astype(cache.dtype, copy=False)
+    return EmbeddingGrads(dt.reshape(v, d).astype(cache.dtype, copy=False))
 
 
 # --------------------------------------------------------------------------- positions
 class PositionalCache(NamedTuple):
     n_max: int  # rows of the position table
+    shape: tuple[int, ...] = ()  # the output's shape
+    dtype: np.dtype | None = None
+
+
+class PositionalGrads(NamedTuple):
+    x: np.ndarray
+    table: np.ndarray
 
 
 def learned_positional(x: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, PositionalCache]:
@@ -84,23 +99,24 @@ def learned_positional(x: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, Po
         raise ValueError(
             f"table has shape {table.shape}, expected (N_max ≥ {n}, {d}) for x of shape {x.shape}"
         )
-    return x + table[:n], PositionalCache(table.shape[0])
+    check_finite(x, "x")
+    check_finite(table, "table")
+    y = x + table[:n]
+    return y, PositionalCache(table.shape[0], y.shape, y.dtype)
 
 
-def learned_positional_backward(
-    dy: np.ndarray, cache: PositionalCache
-) -> tuple[np.ndarray, np.ndarray]:
+def learned_positional_backward(dy: np.ndarray, cache: PositionalCache) -> PositionalGrads:
     """VJP of ``learned_positional``: forward was Y = X + P[:N], so
 
     dX = dY,   dP[:N] = Σ_{leading axes} dY,   dP[N:] = 0.
 
-    Returns (dx, dtable).
+    Returns ``PositionalGrads(x, table)``.
     """
-    dy = np.asarray(dy)
+    dy = upstream(dy, "dy", cache.shape, cache.dtype)
     n, d = dy.shape[-2:]
     dtable = np.zeros((cache.n_max, d), dtype=dy.dtype)
     dtable[:n] = dy.reshape(-1, n, d).sum(axis=0)
-    return dy, dtable
+    return PositionalGrads(dy.copy(), dtable)
 
 
 def sinusoidal_positions(

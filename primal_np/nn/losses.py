@@ -13,15 +13,25 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import check_finite, float_array, index_array, result_dtype
+from .._checks import check_finite, float_array, index_array, real_number, result_dtype
 from ..primitives import _softmax_lse_inplace
 
-__all__ = ["CrossEntropyCache", "cross_entropy", "cross_entropy_backward", "accuracy"]
+__all__ = [
+    "CrossEntropyCache",
+    "CrossEntropyGrads",
+    "cross_entropy",
+    "cross_entropy_backward",
+    "accuracy",
+]
 
 
 class CrossEntropyCache(NamedTuple):
     probs: np.ndarray  # (B, C) softmax(z)
     labels: np.ndarray  # (B,) integer
+
+
+class CrossEntropyGrads(NamedTuple):
+    logits: np.ndarray  # (B, C); labels are not differentiable
 
 
 def _logits_labels(logits: object, labels: object) -> tuple[np.ndarray, np.ndarray]:
@@ -54,20 +64,21 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[np.floating, 
     return loss, CrossEntropyCache(probs, labels)
 
 
-def cross_entropy_backward(dloss: float, cache: CrossEntropyCache) -> np.ndarray:
+def cross_entropy_backward(dloss: float, cache: CrossEntropyCache) -> CrossEntropyGrads:
     """VJP of ``cross_entropy``: forward was L = mean_b [LSE(z_b) − z_{b,y_b}], so
 
         dz_bc = dL · (p_bc − [c = y_b]) / B,   p = softmax(z) along C.
 
     ``dloss`` is the upstream scalar gradient (1.0 when L is the objective).
-    Returns dlogits (B, C).
+    Returns ``CrossEntropyGrads(logits)``, dlogits (B, C).
     """
     probs, labels = cache
+    dl = probs.dtype.type(real_number(dloss, "dloss"))
     b = probs.shape[0]
     dz = probs.copy()
     dz[np.arange(b), labels] -= 1.0
-    dz *= np.asarray(dloss, dtype=probs.dtype) / b
-    return dz
+    dz *= dl / probs.dtype.type(b)
+    return CrossEntropyGrads(dz)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

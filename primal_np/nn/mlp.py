@@ -16,16 +16,18 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import erf
 
-from .._checks import float_array, positive_int
+from .._checks import check_finite, float_array, positive_int, result_dtype, upstream
 from ..init import torch_linear_init
 from ..primitives import LinearCache, linear, linear_backward
 
 __all__ = [
     "GeluCache",
+    "GeluGrads",
     "gelu",
     "gelu_backward",
     "MLP_PARAM_NAMES",
     "MLPCache",
+    "MLPGrads",
     "init_mlp_params",
     "mlp",
     "mlp_backward",
@@ -39,8 +41,12 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 # --------------------------------------------------------------------------- GELU
 class GeluCache(NamedTuple):
-    x: np.ndarray  # the input
+    x: np.ndarray  # the input, in the computation dtype
     cdf: np.ndarray  # Φ(x)
+
+
+class GeluGrads(NamedTuple):
+    x: np.ndarray
 
 
 def gelu(x: np.ndarray) -> tuple[np.ndarray, GeluCache]:
@@ -49,16 +55,19 @@ def gelu(x: np.ndarray) -> tuple[np.ndarray, GeluCache]:
     Shapes: x (...) → y (...), same dtype (float32 stays float32).
     """
     x = float_array(x, "x")
-    cdf = 0.5 * (1.0 + erf(x * _INV_SQRT2))
+    check_finite(x, "x")
+    x = x.astype(result_dtype(x), copy=False)
+    cdf = 0.5 * (1.0 + erf(x * x.dtype.type(_INV_SQRT2)))
     return x * cdf, GeluCache(x, cdf)
 
 
-def gelu_backward(dy: np.ndarray, cache: GeluCache) -> np.ndarray:
+def gelu_backward(dy: np.ndarray, cache: GeluCache) -> GeluGrads:
     """VJP of ``gelu``: forward was y = x Φ(x), so dx = dy ∘ (Φ(x) + x φ(x)),
-    φ(x) = exp(−x²/2) / √(2π) the standard normal density."""
+    φ(x) = exp(−x²/2) / √(2π) the standard normal density. Returns ``GeluGrads(x)``."""
     x, cdf = cache
-    pdf = np.exp(-0.5 * x * x) * _INV_SQRT_2PI
-    return dy * (cdf + x * pdf)
+    dy = upstream(dy, "dy", x.shape, x.dtype)
+    pdf = np.exp(-0.5 * x * x) * x.dtype.type(_INV_SQRT_2PI)
+    return GeluGrads(dy * (cdf + x * pdf))
 
 
 # --------------------------------------------------------------------------- MLP block
@@ -66,6 +75,11 @@ class MLPCache(NamedTuple):
     fc1: LinearCache
     act: GeluCache
     fc2: LinearCache
+
+
+class MLPGrads(NamedTuple):
+    x: np.ndarray
+    params: dict[str, np.ndarray]  # keyed like the params
 
 
 def init_mlp_params(
@@ -96,14 +110,19 @@ def mlp(x: np.ndarray, params: dict[str, np.ndarray]) -> tuple[np.ndarray, MLPCa
     return y, MLPCache(fc1, act, fc2)
 
 
-def mlp_backward(dy: np.ndarray, cache: MLPCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """VJP of ``mlp``: returns (dx, grads) with grads keyed like the params.
+def mlp_backward(dy: np.ndarray, cache: MLPCache) -> MLPGrads:
+    """VJP of ``mlp``: returns ``MLPGrads(x, params)`` with params keyed like the params.
 
     Forward was h = x W₁ᵀ + b₁, a = GELU(h), y = a W₂ᵀ + b₂; each step is undone by
     its own backward in reverse order.
     """
-    da, dw2, db2 = linear_backward(dy, cache.fc2)
-    dh = gelu_backward(da, cache.act)
-    dx, dw1, db1 = linear_backward(dh, cache.fc1)
-    grads = {"fc1.weight": dw1, "fc1.bias": db1, "fc2.weight": dw2, "fc2.bias": db2}
-    return dx, grads
+    g2 = linear_backward(dy, cache.fc2)
+    dh = gelu_backward(g2.x, cache.act).x
+    g1 = linear_backward(dh, cache.fc1)
+    grads = {
+        "fc1.weight": g1.weight,
+        "fc1.bias": g1.bias,
+        "fc2.weight": g2.weight,
+        "fc2.bias": g2.bias,
+    }
+    return MLPGrads(g1.x, grads)

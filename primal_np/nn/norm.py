@@ -12,15 +12,21 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import float_array, result_dtype
+from .._checks import check_finite, float_array, result_dtype, upstream
 
-__all__ = ["LayerNormCache", "layer_norm", "layer_norm_backward"]
+__all__ = ["LayerNormCache", "LayerNormGrads", "layer_norm", "layer_norm_backward"]
 
 
 class LayerNormCache(NamedTuple):
     xhat: np.ndarray  # (..., D) normalised input
     rstd: np.ndarray  # (..., 1) 1 / sqrt(σ² + ε)
     weight: np.ndarray  # (D,)
+
+
+class LayerNormGrads(NamedTuple):
+    x: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray
 
 
 def layer_norm(
@@ -43,6 +49,8 @@ def layer_norm(
             raise ValueError(
                 f"{name} has shape {p.shape}, expected ({d},) for x of shape {x.shape}"
             )
+    for name, a in (("x", x), ("weight", weight), ("bias", bias)):
+        check_finite(a, name)
     eps = float(eps)
     if not eps > 0.0:
         raise ValueError(f"eps must be > 0, got {eps}")
@@ -56,18 +64,16 @@ def layer_norm(
     return y, LayerNormCache(xhat, rstd, weight)
 
 
-def layer_norm_backward(
-    dy: np.ndarray, cache: LayerNormCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def layer_norm_backward(dy: np.ndarray, cache: LayerNormCache) -> LayerNormGrads:
     """VJP of ``layer_norm``. Forward was x̂ = (x − μ)·r, y = x̂ ∘ w + b, so with g = dy ∘ w:
 
         dx = r · (g − mean_d g − x̂ ∘ mean_d(g ∘ x̂))
         dw = Σ_{leading axes} dy ∘ x̂,   db = Σ_{leading axes} dy.
 
-    Returns (dx, dweight, dbias).
+    Returns ``LayerNormGrads(x, weight, bias)``.
     """
     xhat, rstd, w = cache
-    dy = np.asarray(dy)
+    dy = upstream(dy, "dy", xhat.shape, xhat.dtype)
     g = dy * w
     dx = rstd * (
         g - g.mean(axis=-1, keepdims=True) - xhat * np.mean(g * xhat, axis=-1, keepdims=True)
@@ -75,4 +81,4 @@ def layer_norm_backward(
     d = xhat.shape[-1]
     dw = (dy * xhat).reshape(-1, d).sum(axis=0)
     db = dy.reshape(-1, d).sum(axis=0)
-    return dx, dw, db
+    return LayerNormGrads(dx.astype(xhat.dtype, copy=False), dw.astype(xhat.dtype, copy=False), db)

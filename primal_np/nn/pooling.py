@@ -13,10 +13,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import bool_mask, float_array
+from .._checks import bool_mask, check_finite, float_array, upstream
 
 __all__ = [
     "MeanPoolCache",
+    "PoolGrads",
     "mean_pool",
     "mean_pool_backward",
     "ClsPoolCache",
@@ -27,6 +28,13 @@ __all__ = [
 
 class MeanPoolCache(NamedTuple):
     weights: np.ndarray  # (..., N): m_n / max(1, Σ m), in x's dtype
+    dim: int  # D
+
+
+class PoolGrads(NamedTuple):
+    """Gradient of ``mean_pool`` or ``cls_pool`` with respect to x (..., N, D)."""
+
+    x: np.ndarray
 
 
 def mean_pool(x: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, MeanPoolCache]:
@@ -37,6 +45,7 @@ def mean_pool(x: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray
     A sequence whose mask is all False gives y = 0.
     """
     x = float_array(x, "x", min_ndim=2)
+    check_finite(x, "x")
     if mask is None:
         m = np.ones(x.shape[:-1], dtype=x.dtype)
     else:
@@ -49,15 +58,17 @@ def mean_pool(x: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray
         m = mask.astype(x.dtype)
     w = m / np.maximum(m.sum(axis=-1, keepdims=True), 1.0)
     y = np.matmul(w[..., None, :], x)[..., 0, :]  # (..., 1, N) @ (..., N, D)
-    return y, MeanPoolCache(w)
+    return y, MeanPoolCache(w, x.shape[-1])
 
 
-def mean_pool_backward(dy: np.ndarray, cache: MeanPoolCache) -> np.ndarray:
+def mean_pool_backward(dy: np.ndarray, cache: MeanPoolCache) -> PoolGrads:
     """VJP of ``mean_pool``: forward was y = Σ_n w_n x_n, so dx_n = w_n dy.
 
-    Padded tokens (w_n = 0) get zero gradient. Returns dx (..., N, D).
+    Padded tokens (w_n = 0) get zero gradient. Returns ``PoolGrads(x)``, x (..., N, D).
     """
-    return cache.weights[..., :, None] * np.asarray(dy)[..., None, :]
+    w = cache.weights
+    dy = upstream(dy, "dy", (*w.shape[:-1], cache.dim), w.dtype)
+    return PoolGrads(w[..., :, None] * dy[..., None, :])
 
 
 class ClsPoolCache(NamedTuple):
@@ -71,13 +82,16 @@ def cls_pool(x: np.ndarray) -> tuple[np.ndarray, ClsPoolCache]:
     Shapes: x (..., N, D) with N ≥ 1 → y (..., D). Put the CLS token at position 0.
     """
     x = float_array(x, "x", min_ndim=2)
+    check_finite(x, "x")
     if x.shape[-2] < 1:
         raise ValueError(f"x must have at least one token, got shape {x.shape}")
     return x[..., 0, :].copy(), ClsPoolCache(x.shape, x.dtype)
 
 
-def cls_pool_backward(dy: np.ndarray, cache: ClsPoolCache) -> np.ndarray:
-    """VJP of ``cls_pool``: dx_0 = dy, dx_n = 0 for n ≥ 1. Returns dx (..., N, D)."""
-    dx = np.zeros(cache.shape, dtype=np.result_type(cache.dtype, np.asarray(dy).dtype))
+def cls_pool_backward(dy: np.ndarray, cache: ClsPoolCache) -> PoolGrads:
+    """VJP of ``cls_pool``: dx_0 = dy, dx_n = 0 for n ≥ 1. Returns ``PoolGrads(x)``."""
+    *lead, _, d = cache.shape
+    dy = upstream(dy, "dy", (*lead, d), cache.dtype)
+    dx = np.zeros(cache.shape, dtype=cache.dtype)
     dx[..., 0, :] = dy
-    return dx
+    return PoolGrads(dx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..compare import rel_error
 from ..equivalence import scores_from_x, scores_from_x_backward, stationary_point
 from ..feature_maps import FEATURE_MAPS, check_feature_map
 from ..gradcheck import gradcheck
@@ -18,10 +19,6 @@ from ..ksvd import (
 )
 from . import register_check, result
 from .dual_checks import FD_RTOL
-
-
-def _rel(a, b) -> float:
-    return float(np.abs(a - b).max() / np.abs(b).max())
 
 
 @register_check("feature maps")
@@ -51,12 +48,14 @@ def primal_dual_equivalence():
         rng, x, W_q, W_k, sp = _problem(seed, n, d, s, fmap)
         (Ep, Rp), cp = scores_from_x(x, W_q, W_k, sp.H_e, sp.H_r, form="primal", feature_map=fmap)
         (Ed, Rd), cd = scores_from_x(x, W_q, W_k, sp.H_e, sp.H_r, form="dual", feature_map=fmap)
-        val_err = max(val_err, _rel(Ep, Ed), _rel(Rp, Rd), _rel(Ep, sp.H_e * sp.sigma))
+        val_err = max(
+            val_err, rel_error(Ep, Ed), rel_error(Rp, Rd), rel_error(Ep, sp.H_e * sp.sigma)
+        )
         cot = (rng.standard_normal(Ep.shape), rng.standard_normal(Rp.shape))
         for gp, gd in zip(
             scores_from_x_backward(cot, cp), scores_from_x_backward(cot, cd), strict=True
         ):
-            grad_err = max(grad_err, _rel(gp, gd))
+            grad_err = max(grad_err, rel_error(gp, gd))
     return [
         result("primal = dual scores at the KKT point (E, R; s = 1, s = p)", val_err, 1e-10),
         result("primal = dual gradients w.r.t. X, W_q, W_k at the KKT point", grad_err, 1e-10),
@@ -136,5 +135,5 @@ def ksvd_methods_agree():
     v, _ = np.linalg.qr(rng.standard_normal((520, 40)))
     sv = np.geomspace(5.0, 0.05, 40)
     K = (u * sv) @ v.T
-    err = max(_rel(ksvd(K, 4, method=m)[2], sv[:4]) for m in ("dense", "truncated"))
+    err = max(rel_error(ksvd(K, 4, method=m)[2], sv[:4]) for m in ("dense", "truncated"))
     return result("ksvd: dense and truncated SVD give the known σ (600×520, s = 4)", err, 1e-10)

@@ -99,8 +99,8 @@ def reparametrisation():
     for b in range(x.shape[0]):
         for h in range(cfg.num_heads):
             J = ksvd_objective(
-                cache.cos_q.y[b, h],
-                cache.cos_k.y[b, h],
+                cache.phi_q[b, h],
+                cache.phi_k[b, h],
                 cache.we_x[b, h],
                 cache.wr_x[b, h],
                 params["lam"][h] ** 2 / n_tok,
