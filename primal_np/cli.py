@@ -78,7 +78,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "lr": args.lr, "seed": args.seed, "eval_every": args.eval_every,
         "n_train": args.n_train, "checkpoint_dir": args.checkpoint,
         "checkpoint_every": args.checkpoint_every, "ksvd_convention": args.ksvd_convention,
-        "pooling": args.pooling, "positions": args.positions,
+        "pooling": args.pooling, "positions": args.positions, "feature_map": args.feature_map,
     }  # fmt: skip
     kw = {k: v for k, v in overrides.items() if v is not None}
     if args.task_param:
@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--json", action="store_true", help="print the report as JSON")
     gc.set_defaults(func=_cmd_golden_check)
 
+    from .feature_maps import FEATURE_MAPS
     from .model.config import MODELS
     from .tasks import TASKS
 
@@ -210,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a small encoder classifier with manual backprop on a generated task "
         "and report held-out accuracy. Models: "
         + "; ".join(f"{k}: {v}" for k, v in MODELS.items())
-        + ". Progress goes to stderr (tqdm when installed and on a terminal).",
+        + ". Tasks: listops and retrieval (classification: encoder, padding mask, pooling); "
+        "markov (next-token prediction: a decoder with causal attention, primal layers in "
+        "the causal variant). Progress goes to stderr (tqdm when installed and on a terminal).",
         epilog="Exit status: 0 done; 2 bad configuration (before training starts); 3 the loss "
         "went non-finite (the step and layer are named, the last good checkpoint is kept).",
     )
@@ -223,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ksvd-convention", choices=["lra", "lra_trace_x", "per_sample", "paper"])
     t.add_argument("--trace-x", action="store_true", help="trace on the data-dependent weights")
     t.add_argument("--data-independent", action="store_true", help="W_e, W_r ∈ R^(p×s) directly")
+    t.add_argument(
+        "--feature-map",
+        choices=sorted(FEATURE_MAPS),
+        help="feature map φ of the primal layers (default cosine); maps that change the width "
+        "(poly2, positive_random) need --data-independent",
+    )
     t.add_argument("--dim", type=int, help="model width D (default 64)")
     t.add_argument("--depth", type=int, help="number of layers (default 2)")
     t.add_argument("--heads", type=int, help="attention heads (default 4)")

@@ -1,14 +1,19 @@
-"""Seeded synthetic sequence-classification tasks (no downloads).
+"""Seeded synthetic sequence tasks (no downloads): classification and next-token prediction.
 
 Common interface::
 
     data = make_task(name, n=..., seed=..., **params)   # a TaskData
     data.ids     (n, max_len) int64, PAD = 0 after the real tokens
     data.mask    (n, max_len) bool, True = real token (exactly where ids != PAD)
-    data.labels  (n,) int64 in [0, num_classes)
+    data.kind    "classification" or "next_token"
+    data.labels  classification: (n,) int64 in [0, num_classes);
+                 next_token: (n, max_len) int64, labels[b, t] = the token the model must
+                 predict after reading ids[b, :t+1] (ids[b, t+1]), IGNORE = −1 where
+                 nothing is scored
 
-Every sequence starts with a CLS token (id 1) at position 0, for CLS pooling.
-``TASKS`` maps each name to its generator.
+Every classification sequence starts with a CLS token (id 1) at position 0, for CLS
+pooling; next-token sequences start with BOS (id 1). ``TASKS`` maps each name to its
+generator.
 
 Determinism and splits: the data are a pure function of (name, n, seed, params);
 the same call returns identical arrays. Draw the training and test sets with
@@ -55,6 +60,21 @@ with 8 pairs stayed at the bag-of-values baseline (0.29 test accuracy, chance 0.
 after 4000 steps — a harder task to keep for longer training or larger models.
 Vocabulary (``retrieval_vocab``, shared by both layouts):
 0 [PAD], 1 [CLS], 2 [Q], the keys k0…, the values 0…, then the fused pairs.
+
+**markov** (next-token prediction, for causal models) — a topic-switched Markov chain.
+``n_topics`` topics, each a fixed permutation π_z of the ``n_symbols`` content symbols
+(drawn once from ``rules_seed``, the same for every split). A sequence is
+
+    [BOS] [T_z] x_1 x_2 … x_L,   z uniform,  x_1 uniform,
+    x_{t+1} = π_z(x_t) with probability 1 − noise, else a uniform symbol,
+
+and the model predicts each x_{t+1} from the prefix up to x_t (L − 1 scored positions per
+sequence; the topic token and x_1 are not predictable and not scored). Knowing the
+current symbol and the topic gives accuracy (1 − noise) + noise/n_symbols (0.906 at the
+defaults); the current symbol alone gives about (1 − noise)/n_topics (the topics'
+permutations disagree): the topic token, read back from the start of the sequence,
+carries the rest. Chance (always the most frequent target symbol) is ≈ 1/n_symbols.
+Vocabulary (``markov_vocab``): 0 [PAD], 1 [BOS], the topics [T0]…, the symbols s0….
 """
 
 from __future__ import annotations
@@ -82,17 +102,25 @@ __all__ = [
     "retrieval",
     "retrieval_vocab",
     "retrieval_decode",
+    "IGNORE",
+    "TASK_KINDS",
+    "markov",
+    "markov_vocab",
+    "markov_rules",
 ]
 
-PAD, CLS, QUERY = 0, 1, 2  # QUERY ([Q]) is used by retrieval only
+PAD, CLS, QUERY = 0, 1, 2  # QUERY ([Q]) is used by retrieval only; BOS = CLS = 1
+IGNORE = -1  # next-token labels: nothing scored at this position
+TASK_KINDS = ("classification", "next_token")
 
 
 class TaskData(NamedTuple):
     ids: np.ndarray  # (n, max_len) int64
     mask: np.ndarray  # (n, max_len) bool, True = real token
-    labels: np.ndarray  # (n,) int64
-    num_classes: int
+    labels: np.ndarray  # classification (n,); next_token (n, max_len) with IGNORE
+    num_classes: int  # classes, or the vocabulary size for next-token prediction
     vocab_size: int
+    kind: str = "classification"
 
 
 def _pack(seqs: list[list[int]], max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -317,8 +345,66 @@ def retrieval_decode(ids: np.ndarray, *, n_keys: int = 8, n_values: int = 10) ->
     return " ".join(vocab[i] for i in ids.tolist() if i != PAD)
 
 
+# --------------------------------------------------------------------------- markov
+def markov_vocab(n_symbols: int = 16, n_topics: int = 4) -> tuple[str, ...]:
+    """Token strings by id: [PAD], [BOS], the topic tokens [T0]…, the symbols s0…."""
+    return ("[PAD]", "[BOS]", *(f"[T{z}]" for z in range(n_topics)),
+            *(f"s{i}" for i in range(n_symbols)))  # fmt: skip
+
+
+def markov_rules(n_symbols: int = 16, n_topics: int = 4, rules_seed: int = 0) -> np.ndarray:
+    """The topics' successor permutations π_z, shape (n_topics, n_symbols): π_z(i) = rules[z, i]."""
+    n_symbols = positive_int(n_symbols, "n_symbols", minimum=2)
+    n_topics = positive_int(n_topics, "n_topics")
+    rng = np.random.default_rng([positive_int(rules_seed, "rules_seed", minimum=0), 7919])
+    return np.stack([rng.permutation(n_symbols) for _ in range(n_topics)])
+
+
+def markov(
+    n: int,
+    seed: int,
+    *,
+    length: int = 32,
+    n_symbols: int = 16,
+    n_topics: int = 4,
+    noise: float = 0.1,
+    rules_seed: int = 0,
+) -> TaskData:
+    """``n`` topic-switched Markov sequences of ``length`` symbols (module docstring).
+
+    ids (n, length + 2): [BOS] [T_z] x_1 … x_L; labels (n, length + 2) with
+    labels[b, t] = ids[b, t + 1] for the positions t of x_1 … x_{L−1}, IGNORE elsewhere.
+    """
+    n = positive_int(n, "n")
+    length = positive_int(length, "length", minimum=2)
+    noise = float(noise)
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(f"noise must lie in [0, 1], got {noise!r}")
+    rules = markov_rules(n_symbols, n_topics, rules_seed)
+    rng = np.random.default_rng(seed)
+    topic = rng.integers(n_topics, size=n)
+    x = np.empty((n, length), dtype=np.int64)
+    x[:, 0] = rng.integers(n_symbols, size=n)
+    jump = rng.random((n, length)) < noise
+    fresh = rng.integers(n_symbols, size=(n, length))
+    for t in range(1, length):  # a loop over positions (not tokens of a batch): O(L) steps
+        follow = rules[topic, x[:, t - 1]]
+        x[:, t] = np.where(jump[:, t], fresh[:, t], follow)
+    sym0 = 2 + n_topics
+    ids = np.concatenate([np.full((n, 1), CLS), 2 + topic[:, None], sym0 + x], axis=1)
+    labels = np.full(ids.shape, IGNORE, dtype=np.int64)
+    labels[:, 2:-1] = ids[:, 3:]  # after reading x_t, predict x_{t+1}
+    mask = np.ones(ids.shape, dtype=bool)
+    vocab = len(markov_vocab(n_symbols, n_topics))
+    return TaskData(ids, mask, labels, vocab, vocab, "next_token")
+
+
 # --------------------------------------------------------------------------- registry
-TASKS: dict[str, Callable[..., TaskData]] = {"listops": listops, "retrieval": retrieval}
+TASKS: dict[str, Callable[..., TaskData]] = {
+    "listops": listops,
+    "retrieval": retrieval,
+    "markov": markov,
+}
 
 
 def make_task(name: str, *, n: int, seed: int, **params: object) -> TaskData:

@@ -64,6 +64,70 @@ def test_whole_model_finite_differences(rng, model, extra, mode):
     rep.assert_ok()
 
 
+@pytest.mark.parametrize(
+    "model,extra",
+    [
+        ("primalformer", {}),  # causal primal layers: the fast path
+        ("primal+trans", dict(feature_map="poly2", eta=0.0)),  # a reference-only map
+        ("transformer", {}),
+    ],
+)
+def test_causal_decoder_finite_differences(rng, model, extra):
+    cfg = ModelConfig(model=model, causal=True, **{**TINY, "eta": 0.3, "num_classes": 7, **extra})
+    params = init_model_params(cfg, seed=2)
+    ids = rng.integers(1, 7, (3, 6))
+    labels = np.roll(ids, -1, axis=1)
+    labels[:, -1] = -1  # nothing to predict after the last token
+    labels[0, :2] = -1
+    mask = np.ones(ids.shape, bool)
+    r = loss_and_grads(params, ids, mask, labels, cfg)
+    assert r.logits.shape == (3, 6, 7) and set(r.grads) == set(params)
+    assert r.loss == model_loss(params, ids, mask, labels, cfg)
+    gradcheck(
+        lambda **p: model_loss(p, ids, mask, labels, cfg), params, r.grads, mode="directional",
+        n_directions=6,
+    ).assert_ok()  # fmt: skip
+
+
+def test_decoder_does_not_see_the_future(rng):
+    for model in ("primalformer", "transformer"):
+        cfg = ModelConfig(model=model, causal=True, **{**TINY, "num_classes": 7})
+        params = init_model_params(cfg, seed=3)
+        ids = rng.integers(1, 7, (2, 6))
+        ids2 = ids.copy()
+        ids2[:, 4:] = rng.integers(1, 7, (2, 2))
+        a, _ = model_forward(params, ids, np.ones(ids.shape, bool), cfg)
+        b, _ = model_forward(params, ids2, np.ones(ids.shape, bool), cfg)
+        np.testing.assert_array_equal(a[:, :4], b[:, :4])
+
+
+def test_training_a_causal_primalformer_and_a_registered_feature_map():
+    from primal_np.feature_maps import FEATURE_MAPS, identity_features, identity_features_backward
+    from primal_np.feature_maps import register_feature_map
+
+    kw = dict(steps=200, batch_size=16, n_train=3200, n_val=100, n_test=200, eval_every=200,
+              warmup=5, lr=3e-3,
+              dim=16, depth=1, num_heads=2, mlp_hidden=16, low_rank=2, rank_multi=2)  # fmt: skip
+    r = train(TrainConfig(model="primalformer", task="markov", task_params={"length": 12}, **kw),
+              progress=False)  # fmt: skip
+    assert r.model_config["causal"] and r.train_config["task"] == "markov"
+    assert r.accuracy > 2 * r.chance_accuracy  # 200 steps learn the bigram part (0.35)
+    assert r.model_config["ksvd_convention"] == "per_sample"  # the authors' causal loss
+    register_feature_map("mine", identity_features, identity_features_backward)
+    try:
+        r = train(TrainConfig(model="primalformer", feature_map="mine", **kw), progress=False)
+        assert r.model_config["feature_map"] == "mine" and np.isfinite(r.test_task_loss)
+    finally:
+        FEATURE_MAPS.pop("mine")
+
+
+def test_cli_feature_map_needs_data_independent_for_width_changing_maps(capsys):
+    code = main(["train", "--feature-map", "poly2", "--steps", "1", "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "maps the head dim p = 16 to 153 features" in err and "--data-independent" in err
+
+
 def test_model_kinds_and_bad_configs():
     assert ModelConfig(model="primal+trans", **{**TINY, "depth": 3}).attention == (
         "canonical",

@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 
 from primal_np.tasks import (
+    IGNORE,
     LISTOPS_VOCAB,
+    TASK_KINDS,
     TASKS,
     listops_decode,
     listops_evaluate,
     make_task,
+    markov,
+    markov_rules,
     retrieval_decode,
 )
 
@@ -67,12 +71,15 @@ def test_common_contract(name):
     d = make_task(name, n=300, seed=0)
     n, max_len = d.ids.shape
     assert n == 300 and d.ids.dtype == np.int64 and d.labels.dtype == np.int64
-    assert d.mask.dtype == np.bool_ and d.mask.shape == d.ids.shape and d.labels.shape == (n,)
+    assert d.kind in TASK_KINDS
+    expect = (n,) if d.kind == "classification" else d.ids.shape
+    assert d.mask.dtype == np.bool_ and d.mask.shape == d.ids.shape and d.labels.shape == expect
     np.testing.assert_array_equal(d.mask, d.ids != 0)  # mask is exactly "not PAD"
     lengths = d.mask.sum(axis=1)
     np.testing.assert_array_equal(d.mask, np.arange(max_len) < lengths[:, None])  # right padding
-    assert np.all(d.ids[:, 0] == 1)  # CLS first
-    assert d.ids.max() < d.vocab_size and d.labels.min() >= 0 and d.labels.max() < d.num_classes
+    assert np.all(d.ids[:, 0] == 1)  # CLS / BOS first
+    scored = d.labels[d.labels != IGNORE]
+    assert d.ids.max() < d.vocab_size and scored.min() >= 0 and scored.max() < d.num_classes
 
 
 @pytest.mark.parametrize(
@@ -189,7 +196,8 @@ def test_default_class_balance(name, min_share):
 
 def test_make_task_bad_input():
     with pytest.raises(
-        ValueError, match=r"unknown task 'lisops'; valid names: \['listops', 'retrieval'\]"
+        ValueError,
+        match=r"unknown task 'lisops'; valid names: \['listops', 'markov', 'retrieval'\]",
     ):
         make_task("lisops", n=4, seed=0)
     with pytest.raises(TypeError, match=r"task 'retrieval' has no parameter\(s\) \['depth'\]"):
@@ -218,3 +226,32 @@ def test_make_task_bad_input():
         ValueError, match=r"ids must be one sequence of shape \(N,\), got shape \(2, 1\)"
     ):
         retrieval_decode(np.array([[1], [2]]))
+
+
+# --------------------------------------------------------------------------- markov
+def test_markov_follows_its_rules_and_labels_are_the_next_token():
+    d = markov(2000, 3, length=12, n_symbols=6, n_topics=3, noise=0.2)
+    rules = markov_rules(6, 3)
+    assert d.kind == "next_token" and d.num_classes == d.vocab_size == 2 + 3 + 6
+    assert d.ids.shape == (2000, 14) and np.all(d.ids[:, 0] == 1)
+    topic = d.ids[:, 1] - 2
+    x = d.ids[:, 2:] - 5  # the symbols
+    assert topic.min() >= 0 and topic.max() < 3 and x.min() >= 0 and x.max() < 6
+    # labels: after reading x_t (positions 2 … L), the next symbol; nothing else is scored
+    np.testing.assert_array_equal(d.labels[:, 2:-1], d.ids[:, 3:])
+    assert np.all(d.labels[:, :2] == IGNORE) and np.all(d.labels[:, -1] == IGNORE)
+    # the chain follows π_z with probability 1 − noise + noise/n_symbols
+    follow = rules[topic[:, None], x[:, :-1]] == x[:, 1:]
+    assert abs(follow.mean() - (0.8 + 0.2 / 6)) < 0.01
+    # the same rules for every split: they come from rules_seed, not from the data seed
+    np.testing.assert_array_equal(markov_rules(6, 3), rules)
+    assert not np.array_equal(markov_rules(6, 3, rules_seed=1), rules)
+
+
+def test_markov_bad_input():
+    with pytest.raises(ValueError, match=r"noise must lie in \[0, 1\], got 1.5"):
+        markov(4, 0, noise=1.5)
+    with pytest.raises(ValueError, match="length must be >= 2, got 1"):
+        markov(4, 0, length=1)
+    with pytest.raises(ValueError, match="n_symbols must be >= 2, got 1"):
+        markov(4, 0, n_symbols=1)

@@ -38,7 +38,9 @@ class LayerPoint:
     names, with Λ scaled up per head where needed so that the KSVD loss is well
     conditioned (``adapters.loss.well_conditioned_lambda``). ``mask`` (lra only): the
     last sequence's final max(1, N // 3) tokens are padding. ``eta`` weighs the KSVD
-    loss in the backward's objective.
+    loss in the backward's objective. ``feature_map`` (any registered name) and
+    ``data_dependent`` (None: the variant's default) configure the layer like
+    ``PrimalAttentionConfig``.
     """
 
     variant: str
@@ -52,6 +54,8 @@ class LayerPoint:
     mask: bool = False
     qk_bias: bool = False
     eta: float = 0.5
+    feature_map: str = "cosine"
+    data_dependent: bool | None = None
 
     def config(self) -> PrimalAttentionConfig:
         return PrimalAttentionConfig(
@@ -62,6 +66,8 @@ class LayerPoint:
             variant=self.variant,
             qk_bias=self.qk_bias,
             num_tokens=self.tokens if self.variant == "vision" else None,
+            feature_map=self.feature_map,
+            data_dependent=self.data_dependent,
         )
 
     def __str__(self) -> str:
@@ -70,6 +76,10 @@ class LayerPoint:
         if cfg.data_dependent:
             s += f" n={cfg.num_samples}" + (" qk_bias" if self.qk_bias else "")
             s += " trace_no_x" if self.trace_no_x else " trace_x"
+        elif self.variant != "causal":
+            s += " data-independent"
+        if self.feature_map != "cosine":
+            s += f" φ={self.feature_map}"
         return s + (" mask" if self.mask else "")
 
 
@@ -102,6 +112,8 @@ def config_dict(cfg: PrimalAttentionConfig, trace_no_x: bool) -> dict:
         "data_dependent": cfg.data_dependent,
         "qk_bias": cfg.qk_bias,
         "trace_no_x": trace_no_x,
+        "feature_map": cfg.feature_map,
+        "feature_seed": cfg.feature_seed,
     }
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .._checks import positive_int
+import numpy as np
+
+from .._checks import positive_int, real_number
 from ..ksvd_loss import get_convention
 from ..params import PrimalAttentionConfig
 
@@ -37,11 +39,15 @@ class ModelConfig:
     pooling (mean over real tokens, or the CLS token) → linear head (num_classes).
 
     attention: per-layer kinds; default from ``model`` (see ``MODELS``).
-    Primal layers are the authors' LRA layer (``variant="lra"``, padding mask), with
-    data-dependent weights (n = low_rank·rank_multi sampled rows) unless
-    ``data_dependent=False``. The KSVD loss over the primal layers, weighted by ``eta``,
-    uses ``ksvd_convention`` (a preset of ``primal_np.ksvd_loss.CONVENTIONS``) with
-    ``trace_no_x``.
+    causal: False — an encoder classifier (pooling + head); True — a decoder for next-token
+    prediction: canonical layers attend causally, primal layers are the causal variant
+    (running means, data-independent weights), and the head maps every position to
+    ``num_classes`` (= the vocabulary) logits.
+    Primal layers are otherwise the authors' LRA layer (``variant="lra"``, padding mask),
+    with data-dependent weights (n = low_rank·rank_multi sampled rows) unless
+    ``data_dependent=False``, and the feature map ``feature_map`` (any registered name).
+    The KSVD loss over the primal layers, weighted by ``eta``, uses ``ksvd_convention``
+    (a preset of ``primal_np.ksvd_loss.CONVENTIONS``) with ``trace_no_x``.
     """
 
     vocab_size: int
@@ -61,6 +67,8 @@ class ModelConfig:
     ksvd_convention: str = "lra"
     trace_no_x: bool = True
     attention: tuple[str, ...] = field(default=())
+    causal: bool = False
+    feature_map: str = "cosine"
 
     def __post_init__(self) -> None:
         for name in (
@@ -90,8 +98,10 @@ class ModelConfig:
             raise ValueError(f"positions must be 'learned' or 'sinusoidal', got {self.positions!r}")
         if self.pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
-        if not (self.eta >= 0):
-            raise ValueError(f"eta must be >= 0, got {self.eta}")
+        for name in ("causal", "data_dependent", "trace_no_x"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        real_number(self.eta, "eta", minimum=0.0)
         get_convention(self.ksvd_convention)
         if self.has_primal:
             self.primal_config()  # validates low_rank, rank_multi against the head dim
@@ -107,8 +117,9 @@ class ModelConfig:
                 num_heads=self.num_heads,
                 low_rank=self.low_rank,
                 rank_multi=self.rank_multi,
-                variant="lra",
-                data_dependent=self.data_dependent,
+                variant="causal" if self.causal else "lra",
+                data_dependent=False if self.causal else self.data_dependent,
+                feature_map=self.feature_map,
             )
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"primal attention layers: {exc}") from None

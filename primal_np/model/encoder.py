@@ -1,9 +1,12 @@
-"""A small pre-LN encoder classifier with canonical or primal attention per layer.
+"""A small pre-LN Transformer with canonical or primal attention per layer: an encoder
+classifier, or (``cfg.causal``) a decoder for next-token prediction.
 
     x⁰ = E[ids] + P                                   (learned or sinusoidal positions)
     xˡ = xˡ⁻¹ + Attnˡ(LN₁ˡ(xˡ⁻¹));  xˡ ← xˡ + MLPˡ(LN₂ˡ(xˡ))
-    logits = pool(LN_f(x^L)) W_hᵀ + b_h
-    loss = CE(logits, labels) + η · KSVD(primal layers)
+    classifier:  logits = pool(LN_f(x^L)) W_hᵀ + b_h            (B, C)
+    decoder:     logits_t = LN_f(x^L)_t W_hᵀ + b_h               (B, N, V), causal attention
+    loss = CE(logits, labels) + η · KSVD(primal layers)          (decoder: mean CE over the
+                                                                   scored positions)
 
 Everything is a forward/backward pair built from primal_np's ops; ``loss_and_grads``
 returns the loss, its parts and the gradient of every parameter. Parameters are a
@@ -27,7 +30,12 @@ from ..nn.embedding import (
     learned_positional_backward,
     sinusoidal_positions,
 )
-from ..nn.losses import cross_entropy, cross_entropy_backward
+from ..nn.losses import (
+    cross_entropy,
+    cross_entropy_backward,
+    token_cross_entropy,
+    token_cross_entropy_backward,
+)
 from ..nn.mlp import init_mlp_params, mlp, mlp_backward
 from ..nn.norm import layer_norm, layer_norm_backward
 from ..nn.pooling import cls_pool, cls_pool_backward, mean_pool, mean_pool_backward
@@ -113,7 +121,8 @@ class ModelCache(NamedTuple):
 def model_forward(
     params: dict[str, np.ndarray], ids: np.ndarray, mask: np.ndarray, cfg: ModelConfig
 ) -> tuple[np.ndarray, ModelCache]:
-    """Logits (B, num_classes) for token ids (B, N) with padding mask (B, N), True = real."""
+    """Logits for token ids (B, N) with padding mask (B, N), True = real: (B, num_classes)
+    for a classifier, (B, N, num_classes) for a decoder (``cfg.causal``)."""
     ids = np.asarray(ids)
     if ids.ndim != 2 or ids.shape[1] > cfg.max_len:
         raise ValueError(
@@ -130,11 +139,13 @@ def model_forward(
         pre = f"layers.{i}."
         h, ln1 = layer_norm(x, params[pre + "ln1.weight"], params[pre + "ln1.bias"])
         ap = _sub(params, pre + "attn.")
-        if kind == "primal":
+        if kind == "primal":  # the causal variant takes no padding mask: its rows are causal
             fwd, bwd, _ = primal_attention_impl(cfg.primal_config())
-            a, ac = fwd(h, ap, cfg.primal_config(), mask=mask)
+            a, ac = fwd(h, ap, cfg.primal_config(), mask=None if cfg.causal else mask)
         else:
-            a, ac = mha_attention(h, ap, num_heads=cfg.num_heads, padding_mask=mask)
+            a, ac = mha_attention(
+                h, ap, num_heads=cfg.num_heads, padding_mask=mask, causal=cfg.causal
+            )
             bwd = mha_attention_backward
         x = x + a
         h, ln2 = layer_norm(x, params[pre + "ln2.weight"], params[pre + "ln2.bias"])
@@ -143,8 +154,10 @@ def model_forward(
         layers.append(_LayerCache(kind, ln1, ac, ln2, mc, bwd))
         outputs.append(x)
     h, ln_f = layer_norm(x, params["ln_f.weight"], params["ln_f.bias"])
-    pooled, pool = mean_pool(h, mask) if cfg.pooling == "mean" else cls_pool(h)
-    logits, head = linear(pooled, params["head.weight"], params["head.bias"])
+    pool = None
+    if not cfg.causal:
+        h, pool = mean_pool(h, mask) if cfg.pooling == "mean" else cls_pool(h)
+    logits, head = linear(h, params["head.weight"], params["head.bias"])
     return logits, ModelCache(cfg, emb, pos, layers, ln_f, pool, head, outputs)
 
 
@@ -159,8 +172,10 @@ def model_backward(
     g: dict[str, np.ndarray] = {}
     gh = linear_backward(dlogits, cache.head)  # logits = pooled W_hᵀ + b_h
     g["head.weight"], g["head.bias"] = gh.weight, gh.bias
-    pool_bwd = mean_pool_backward if cfg.pooling == "mean" else cls_pool_backward
-    dh = pool_bwd(gh.x, cache.pool).x
+    dh = gh.x
+    if not cfg.causal:
+        pool_bwd = mean_pool_backward if cfg.pooling == "mean" else cls_pool_backward
+        dh = pool_bwd(dh, cache.pool).x
     gl = layer_norm_backward(dh, cache.ln_f)
     g["ln_f.weight"], g["ln_f.bias"] = gl.weight, gl.bias
     dx = gl.x
@@ -198,10 +213,16 @@ class LossAndGrads(NamedTuple):
     cache: ModelCache
 
 
+def task_loss(logits: np.ndarray, labels: np.ndarray, cfg: ModelConfig) -> tuple:
+    """The task's cross-entropy and its cache: over the batch (classifier) or over the
+    scored positions (decoder: labels (B, N), −1 where nothing is scored)."""
+    return token_cross_entropy(logits, labels) if cfg.causal else cross_entropy(logits, labels)
+
+
 def model_loss(params, ids, mask, labels, cfg: ModelConfig) -> float:
     """The training loss (cross-entropy + η·KSVD) without the backward pass."""
     logits, cache = model_forward(params, ids, mask, cfg)
-    task = float(cross_entropy(logits, labels)[0])
+    task = float(task_loss(logits, labels, cfg)[0])
     terms = [ksvd_terms_from_cache(lc.attn) for lc in cache.layers if lc.kind == "primal"]
     if not terms or not cfg.eta:
         return task
@@ -224,7 +245,7 @@ def loss_and_grads(
     nan = float("nan")
     if not np.all(np.isfinite(logits)):
         return LossAndGrads(nan, nan, nan, {}, {}, logits, {}, cache)
-    task, ce = cross_entropy(logits, labels)
+    task, ce = task_loss(logits, labels, cfg)
     primal_idx = [i for i, k in enumerate(cfg.attention) if k == "primal"]
     kl, per_layer, j_layer, kgrads = 0.0, {}, {}, {}
     if primal_idx:
@@ -236,6 +257,7 @@ def loss_and_grads(
             return LossAndGrads(nan, float(task), kl, per_layer, j_layer, logits, {}, cache)
         if cfg.eta:
             kgrads = dict(zip(primal_idx, ksvd_loss_backward(cfg.eta, lcache).layers, strict=True))
-    grads = model_backward(cross_entropy_backward(1.0, ce).logits, cache, kgrads).params
+    dlogits = (token_cross_entropy_backward if cfg.causal else cross_entropy_backward)(1.0, ce)
+    grads = model_backward(dlogits.logits, cache, kgrads).params
     total = float(task) + cfg.eta * kl
     return LossAndGrads(total, float(task), kl, per_layer, j_layer, logits, grads, cache)

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nn.losses import accuracy, cross_entropy
+from ..nn.losses import accuracy, token_accuracy
 from ..optim import adam_init, adam_step, clip_grad_norm, warmup_cosine, warmup_linear
 from ..tasks import TASKS, TaskData, make_task
 from .config import MODELS, ModelConfig
-from .encoder import init_model_params, loss_and_grads, model_forward
+from .encoder import init_model_params, loss_and_grads, model_forward, task_loss
 
 __all__ = [
     "TrainConfig",
@@ -44,7 +44,7 @@ __all__ = [
 # TrainConfig fields passed through to ModelConfig
 MODEL_FIELDS = (
     "dim", "depth", "num_heads", "mlp_hidden", "low_rank", "rank_multi", "data_dependent",
-    "positions", "pooling", "eta", "ksvd_convention", "trace_no_x",
+    "positions", "pooling", "eta", "ksvd_convention", "trace_no_x", "feature_map",
 )  # fmt: skip
 
 
@@ -84,8 +84,9 @@ class TrainConfig:
     positions: str = _MODEL_DEFAULTS["positions"]
     pooling: str = _MODEL_DEFAULTS["pooling"]
     eta: float = _MODEL_DEFAULTS["eta"]
-    ksvd_convention: str = _MODEL_DEFAULTS["ksvd_convention"]
+    ksvd_convention: str | None = None  # None: "lra" (classifier), "per_sample" (decoder)
     trace_no_x: bool = _MODEL_DEFAULTS["trace_no_x"]
+    feature_map: str = _MODEL_DEFAULTS["feature_map"]
 
     def validate(self) -> None:
         if self.model not in MODELS:
@@ -108,11 +109,15 @@ class TrainConfig:
 
     def model_config(self, data: TaskData) -> ModelConfig:
         kw = {f: getattr(self, f) for f in MODEL_FIELDS}
+        causal = data.kind == "next_token"
+        if kw["ksvd_convention"] is None:  # the authors' choice for the variant
+            kw["ksvd_convention"] = "per_sample" if causal else "lra"
         return ModelConfig(
             vocab_size=data.vocab_size,
             num_classes=data.num_classes,
             max_len=data.ids.shape[1],
             model=self.model,
+            causal=causal,
             **kw,
         )
 
@@ -153,16 +158,27 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator):
 def evaluate(
     params, data: TaskData, cfg: ModelConfig, batch_size: int = 256
 ) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the model on ``data``."""
-    correct, total_loss = 0.0, 0.0
+    """(accuracy, mean cross-entropy) of the model on ``data``: per example for a
+    classifier, per scored position for a decoder."""
+    correct, total_loss, total = 0.0, 0.0, 0
     n = data.labels.shape[0]
     for s in range(0, n, batch_size):
         sl = slice(s, s + batch_size)
         logits, _ = model_forward(params, data.ids[sl], data.mask[sl], cfg)
-        m = logits.shape[0]
-        correct += accuracy(logits, data.labels[sl]) * m
-        total_loss += float(cross_entropy(logits, data.labels[sl])[0]) * m
-    return correct / n, total_loss / n
+        labels = data.labels[sl]
+        m = int((labels >= 0).sum()) if cfg.causal else logits.shape[0]
+        acc = token_accuracy(logits, labels) if cfg.causal else accuracy(logits, labels)
+        correct += acc * m
+        total_loss += float(task_loss(logits, labels, cfg)[0]) * m
+        total += m
+    return correct / total, total_loss / total
+
+
+def chance_accuracy(data: TaskData) -> float:
+    """The accuracy of always predicting the most frequent label (class or next token)."""
+    labels = data.labels[data.labels >= 0]
+    counts = np.bincount(labels, minlength=data.num_classes)
+    return float(counts.max() / counts.sum())
 
 
 def _lr_at(cfg: TrainConfig, step: int) -> float:
@@ -361,7 +377,6 @@ def train(
     bar.close()
     seconds = time.perf_counter() - t0
     test_acc, test_loss = evaluate(params, test_data, mcfg)
-    counts = np.bincount(test_data.labels, minlength=test_data.num_classes)
     if cfg.checkpoint_dir:
         save_checkpoint(
             cfg.checkpoint_dir, params, opt, mcfg, cfg, cfg.steps, {"accuracy": test_acc}
@@ -373,7 +388,7 @@ def train(
     steps_run = cfg.steps - start
     return TrainResult(
         accuracy=test_acc,
-        chance_accuracy=float(counts.max() / counts.sum()),
+        chance_accuracy=chance_accuracy(test_data),
         test_task_loss=test_loss,
         train_task_loss=history[-1]["train_task_loss"],
         val_accuracy=history[-1]["val_accuracy"],

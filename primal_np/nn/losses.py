@@ -22,6 +22,10 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_backward",
     "accuracy",
+    "TokenCrossEntropyCache",
+    "token_cross_entropy",
+    "token_cross_entropy_backward",
+    "token_accuracy",
 ]
 
 
@@ -88,3 +92,56 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """
     logits, labels = _logits_labels(logits, labels)
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
+
+
+# --------------------------------------------------------------------------- per-token
+class TokenCrossEntropyCache(NamedTuple):
+    scored: np.ndarray  # (...,) bool: target != ignore
+    inner: CrossEntropyCache  # of the scored rows
+    shape: tuple[int, ...]  # the logits' shape
+
+
+def _scored(logits: object, targets: object, ignore: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    logits = float_array(logits, "logits", min_ndim=2)
+    targets = np.asarray(targets)
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"targets must be an integer array, got dtype {targets.dtype}")
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"targets has shape {targets.shape}, expected the logits' leading shape {logits.shape[:-1]}"
+        )
+    scored = targets != ignore
+    if not scored.any():
+        raise ValueError(f"targets score no position (every entry is the ignore value {ignore})")
+    return logits, targets, scored
+
+
+def token_cross_entropy(
+    logits: np.ndarray, targets: np.ndarray, *, ignore: int = -1
+) -> tuple[np.floating, TokenCrossEntropyCache]:
+    """Mean softmax cross-entropy over the scored positions of a sequence model.
+
+    Shapes: logits (..., C) (typically (B, N, C)); targets integer (...) in [0, C), or
+    ``ignore`` where nothing is scored. L = mean over scored positions t of
+    LSE(z_t) − z_{t, y_t} (``cross_entropy`` of the scored rows).
+    """
+    logits, targets, scored = _scored(logits, targets, ignore)
+    loss, inner = cross_entropy(logits[scored], targets[scored])
+    return loss, TokenCrossEntropyCache(scored, inner, logits.shape)
+
+
+def token_cross_entropy_backward(
+    dloss: float, cache: TokenCrossEntropyCache
+) -> CrossEntropyGrads:
+    """VJP of ``token_cross_entropy``: the scored rows get ``cross_entropy_backward``'s rows,
+    the ignored positions zero. Returns ``CrossEntropyGrads(logits)`` of the logits' shape."""
+    d_rows = cross_entropy_backward(dloss, cache.inner).logits
+    dz = np.zeros(cache.shape, dtype=d_rows.dtype)
+    dz[cache.scored] = d_rows
+    return CrossEntropyGrads(dz)
+
+
+def token_accuracy(logits: np.ndarray, targets: np.ndarray, *, ignore: int = -1) -> float:
+    """Fraction of scored positions whose arg-max logit is the target."""
+    logits, targets, scored = _scored(logits, targets, ignore)
+    return accuracy(logits[scored], targets[scored])
