@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from primal_np.adapters.layer import LayerPoint, check_primal_attention
-from primal_np.feature_maps import FEATURE_MAPS, register_feature_map
 from primal_np.fast.validate import fast_candidate, fast_candidate_backward
+from primal_np.feature_maps import FEATURE_MAPS, register_feature_map
 from primal_np.gradcheck import gradcheck
 from primal_np.layer import primal_attention, sample_indices
 from primal_np.objective import layer_objective

@@ -102,8 +102,12 @@ def test_decoder_does_not_see_the_future(rng):
 
 
 def test_training_a_causal_primalformer_and_a_registered_feature_map():
-    from primal_np.feature_maps import FEATURE_MAPS, identity_features, identity_features_backward
-    from primal_np.feature_maps import register_feature_map
+    from primal_np.feature_maps import (
+        FEATURE_MAPS,
+        identity_features,
+        identity_features_backward,
+        register_feature_map,
+    )
 
     kw = dict(steps=200, batch_size=16, n_train=3200, n_val=100, n_test=200, eval_every=200,
               warmup=5, lr=3e-3,

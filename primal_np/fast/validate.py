@@ -25,7 +25,11 @@ __all__ = ["fast_candidate", "fast_candidate_backward", "check_fast_path"]
 
 def _config(config: Mapping) -> PrimalAttentionConfig:
     """The layer described by the adapter's config dict."""
-    n = config["num_samples"] if config["variant"] == "vision" and config["data_dependent"] else None
+    n = (
+        config["num_samples"]
+        if config["variant"] == "vision" and config["data_dependent"]
+        else None
+    )
     return PrimalAttentionConfig(
         dim=config["dim"],
         num_heads=config["num_heads"],

@@ -101,7 +101,9 @@ class TokenCrossEntropyCache(NamedTuple):
     shape: tuple[int, ...]  # the logits' shape
 
 
-def _scored(logits: object, targets: object, ignore: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _scored(
+    logits: object, targets: object, ignore: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     logits = float_array(logits, "logits", min_ndim=2)
     targets = np.asarray(targets)
     if targets.dtype.kind not in "iu":
@@ -130,9 +132,7 @@ def token_cross_entropy(
     return loss, TokenCrossEntropyCache(scored, inner, logits.shape)
 
 
-def token_cross_entropy_backward(
-    dloss: float, cache: TokenCrossEntropyCache
-) -> CrossEntropyGrads:
+def token_cross_entropy_backward(dloss: float, cache: TokenCrossEntropyCache) -> CrossEntropyGrads:
     """VJP of ``token_cross_entropy``: the scored rows get ``cross_entropy_backward``'s rows,
     the ignored positions zero. Returns ``CrossEntropyGrads(logits)`` of the logits' shape."""
     d_rows = cross_entropy_backward(dloss, cache.inner).logits
