@@ -91,6 +91,8 @@ def scores_from_x(
 ) -> tuple[tuple[np.ndarray, np.ndarray], ScoresFromXCache]:
     """(E, R) as a function of X, W_q, W_k with H_e, H_r held fixed, in either form."""
     phi_q, phi_k, feat = _features(x, W_q, W_k, feature_map, map_params or {})
+    c_w: Any
+    c_s: Any
     if form == "primal":
         (W_e, W_r), c_w = primal_weights(phi_q, phi_k, H_e, H_r)
         scores, c_s = primal_scores(phi_q, phi_k, W_e, W_r)

@@ -257,7 +257,7 @@ class FeatureMap(NamedTuple):
 
     name: str
     forward: Callable[..., tuple[np.ndarray, Any]]
-    backward: Callable[[np.ndarray, Any], np.ndarray]
+    backward: Callable[[np.ndarray, Any], FeatureMapGrads]
     make_params: Callable[[int, int], dict] | None = None
     description: str = ""
 
@@ -268,7 +268,7 @@ FEATURE_MAPS: dict[str, FeatureMap] = {}
 def register_feature_map(
     name: str,
     forward: Callable[..., tuple[np.ndarray, Any]],
-    backward: Callable[[np.ndarray, Any], np.ndarray],
+    backward: Callable[[np.ndarray, Any], Any],
     *,
     make_params: Callable[[int, int], dict] | None = None,
     description: str = "",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -101,8 +102,8 @@ class GradcheckReport:
         return "\n".join(lines)
 
 
-def _as64(inputs: Mapping[str, object], names: Sequence[str]) -> dict[str, object]:
-    out: dict[str, object] = dict(inputs)
+def _as64(inputs: Mapping[str, object], names: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(inputs)
     for n in names:
         if n not in inputs:
             raise KeyError(
@@ -220,22 +221,22 @@ def gradcheck(
     return report
 
 
-def _random_like(rng: np.random.Generator, out: object) -> object:
+def _random_like(rng: np.random.Generator, out: Any) -> Any:
     if isinstance(out, tuple):
         return tuple(_random_like(rng, o) for o in out)
     arr = np.asarray(out)
     return rng.standard_normal(arr.shape) if arr.ndim else float(rng.standard_normal())
 
 
-def _inner(cot: object, out: object) -> float:
+def _inner(cot: Any, out: Any) -> float:
     if isinstance(out, tuple):
-        return sum(_inner(c, o) for c, o in zip(cot, out, strict=True))  # type: ignore[arg-type]
+        return sum((_inner(c, o) for c, o in zip(cot, out, strict=True)), 0.0)
     return float(np.sum(np.asarray(cot) * np.asarray(out, dtype=np.float64)))
 
 
 def check_vjp(
-    forward: Callable[..., tuple[object, object]],
-    backward: Callable[[object, object], object],
+    forward: Callable[..., tuple[Any, Any]],
+    backward: Callable[..., Any],
     inputs: Mapping[str, object],
     wrt: Sequence[str],
     *,

@@ -190,7 +190,7 @@ def _quad(scores: np.ndarray, lam: np.ndarray, conv: KSVDConvention) -> np.ndarr
 
 def _trace(t: KSVDTerms, conv: KSVDConvention, B: int) -> tuple[np.ndarray, bool]:
     """T_{b,h} (B, H) and whether it is taken on the data-dependent weights."""
-    if conv.trace == "data" and t.we_x is not None:
+    if conv.trace == "data" and t.we_x is not None and t.wr_x is not None:
         return np.einsum("bhps,bhps->bh", t.we_x, t.wr_x), True
     per_head = np.einsum("hns,hns->h", t.we, t.wr)
     return np.broadcast_to(per_head, (B, per_head.shape[0])), False
@@ -214,7 +214,7 @@ def _check_terms(t: object, i: int) -> KSVDTerms:
         raise TypeError(
             f"layers[{i}] must be a KSVDTerms (e.g. ksvd_terms_from_cache(cache)), got {type(t).__name__}"
         )
-    arrs = {}
+    arrs: dict[str, np.ndarray | None] = {}
     for name in KSVDTerms._fields:
         v = getattr(t, name)
         if v is None and name in ("we_x", "wr_x"):
@@ -223,7 +223,7 @@ def _check_terms(t: object, i: int) -> KSVDTerms:
         v = float_array(v, f"layers[{i}].{name}")
         check_finite(v, f"layers[{i}].{name}")
         arrs[name] = v
-    t = KSVDTerms(**arrs)
+    t = KSVDTerms(**arrs)  # type: ignore[arg-type]  # escore … wr are arrays, checked above
     if t.escore.ndim != 4 or t.escore.shape != t.rscore.shape:
         raise ValueError(
             f"layers[{i}]: escore and rscore must both be (B, H, N, s); got {t.escore.shape}, {t.rscore.shape}"
@@ -237,7 +237,7 @@ def _check_terms(t: object, i: int) -> KSVDTerms:
         )
     if (t.we_x is None) != (t.wr_x is None):
         raise ValueError(f"layers[{i}]: we_x and wr_x must be given together (or both None)")
-    if t.we_x is not None:
+    if t.we_x is not None and t.wr_x is not None:
         p = t.we_x.shape[2] if t.we_x.ndim == 4 else None
         if t.we_x.shape != (B, H, p, s) or t.wr_x.shape != t.we_x.shape:
             raise ValueError(

@@ -36,6 +36,7 @@ from .ksvd_loss import KSVDGrads, check_ksvd_grads
 from .params import PrimalAttentionConfig, check_params
 from .primitives import (
     LinearCache,
+    LinearGrads,
     MaskRowsCache,
     RunningMeanCache,
     SplitHeadsCache,
@@ -277,12 +278,12 @@ def primal_attention_backward(
     g: dict[str, np.ndarray] = {}
 
     g_out = linear_backward(dy, cache.out_proj)  # (10) Y = O W_oᵀ + b_o
-    g["wo"], g["bo"] = g_out.weight, g_out.bias
+    g["wo"], g["bo"] = g_out.weight, _bias(g_out.bias)
     d_o = merge_heads_backward(g_out.x, cache.merge).x  # (9) O = [O_1 … O_H]
     if cache.mask is not None:
         d_o = mask_rows_backward(d_o, cache.mask).x  # (8) padded rows were set to 0
     g_head = head_output_backward(d_o, cache.head)  # (7) O_h = [E, R] W_cᵀ + b_c
-    g["wc"], g["bc"] = g_head.weight, g_head.bias
+    g["wc"], g["bc"] = g_head.weight, _bias(g_head.bias)
     dE, dR = g_head.scores
     if kg is not None:  # the KSVD loss reads E and R too
         dE, dR = dE + kg.escore, dR + kg.rscore
@@ -292,8 +293,9 @@ def primal_attention_backward(
         g["we"], g["wr"] = g_s.W_e, g_s.W_r  # (5) data-independent: W_{e|X} = W_e
     else:
         d_we_x, d_wr_x = g_s.W_e, g_s.W_r
-        if kg is not None and kg.we_x is not None:  # trace on the data-dependent weights
+        if kg is not None and kg.we_x is not None and kg.wr_x is not None:  # trace on W_{·|X}
             d_we_x, d_wr_x = d_we_x + kg.we_x, d_wr_x + kg.wr_x
+        assert cache.we_x_cache is not None and cache.wr_x_cache is not None
         g_we = data_dependent_weights_backward(d_we_x, cache.we_x_cache)  # (5) W_{e|X} = Fᵀ W_e
         g_wr = data_dependent_weights_backward(d_wr_x, cache.wr_x_cache)  #     W_{r|X} = Fᵀ W_r
         g["we"], g["wr"] = g_we.W, g_wr.W
@@ -302,7 +304,7 @@ def primal_attention_backward(
     dk = fm.backward(g_s.phi_k, cache.phi_k_cache).x  #     Φ_k = φ(K_h)
     dq = split_heads_backward(dq, cache.q_heads).x  # (3) heads
     dk = split_heads_backward(dk, cache.k_heads).x
-    if cache.q_mean is not None:  # (2) running means
+    if cache.q_mean is not None and cache.k_mean is not None:  # (2) running means
         dq = running_mean_backward(dq, cache.q_mean).x
         dk = running_mean_backward(dk, cache.k_mean).x
     g_q = linear_backward(dq, cache.q_proj)  # (1) Q = X W_qᵀ + b_q
@@ -319,11 +321,18 @@ def primal_attention_backward(
     return PrimalAttentionGrads(dx, {k: g[k] for k in P})
 
 
-def _qk_grads(g_q, g_k, cfg: PrimalAttentionConfig) -> dict[str, np.ndarray]:
+def _bias(b: np.ndarray | None) -> np.ndarray:
+    assert b is not None  # the layer's linear maps have biases
+    return b
+
+
+def _qk_grads(
+    g_q: LinearGrads, g_k: LinearGrads, cfg: PrimalAttentionConfig
+) -> dict[str, np.ndarray]:
     """Step (1)'s parameter gradients under the variant's names (vision: stacked into qk)."""
     if cfg.variant != "vision":
-        return {"wq": g_q.weight, "bq": g_q.bias, "wk": g_k.weight, "bk": g_k.bias}
+        return {"wq": g_q.weight, "bq": _bias(g_q.bias), "wk": g_k.weight, "bk": _bias(g_k.bias)}
     out = {"wqk": np.concatenate([g_q.weight, g_k.weight])}
     if cfg.qk_bias:
-        out["bqk"] = np.concatenate([g_q.bias, g_k.bias])
+        out["bqk"] = np.concatenate([_bias(g_q.bias), _bias(g_k.bias)])
     return out

@@ -52,6 +52,7 @@ def init_mha_params(
     params: dict[str, np.ndarray] = {}
     for t in "qkvo":
         w, b = torch_linear_init(rng, dim, dim, dtype=dtype)
+        assert b is not None
         params[f"W_{t}"], params[f"b_{t}"] = w, b
     return params
 
@@ -133,7 +134,7 @@ def mha_attention_backward(dy: np.ndarray, cache: MHACache) -> MHAGrads:
     # forward was [Q | K | V] = X [W_q; W_k; W_v]ᵀ + b: one linear backward gives dX and the
     # stacked (3D, D) [dW_q; dW_k; dW_v], (3D,) [db_q; db_k; db_v]
     g = linear_backward(dqkv.reshape(*lead, n, 3 * d), cache.lin_qkv)
-    assert g.bias is not None
+    assert g.bias is not None and g_o.bias is not None
     grads = {"W_o": g_o.weight, "b_o": g_o.bias}
     for i, t in enumerate("qkv"):
         grads[f"W_{t}"] = g.weight[i * d : (i + 1) * d].copy()

@@ -256,6 +256,7 @@ def init_primal_attention_params(
             params[w] = trunc_normal(rng, (out_f, in_f), std=0.02, dtype=dtype)
             bias = np.zeros(out_f, dtype=dtype)
         if b is not None:
+            assert bias is not None
             params[b] = bias
 
     params: dict[str, np.ndarray] = {}
@@ -331,7 +332,7 @@ def save_state_dict(
     path, params: Mapping[str, np.ndarray], config: PrimalAttentionConfig, prefix: str = ""
 ) -> None:
     """Write the parameters under the authors' names to an ``.npz`` (no pickling)."""
-    np.savez(path, **to_state_dict(params, config, prefix))
+    np.savez(path, **to_state_dict(params, config, prefix))  # type: ignore[arg-type]  # stubs
 
 
 def load_state_dict(path, config: PrimalAttentionConfig, prefix: str = "") -> dict[str, np.ndarray]:

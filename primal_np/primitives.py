@@ -207,8 +207,8 @@ def logsumexp(s: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
 # --------------------------------------------------------------------------- heads
 class SplitHeadsCache(NamedTuple):
     num_heads: int
-    shape: tuple[int, ...] = ()  # the forward input's shape
-    dtype: np.dtype | None = None
+    shape: tuple[int, ...]  # the forward input's shape
+    dtype: np.dtype
 
 
 class HeadsGrads(NamedTuple):

@@ -134,5 +134,5 @@ def sampled_rows_backward(dF: np.ndarray, cache: SampledRowsCache) -> SampledRow
     d_rows = np.swapaxes(dF, -3, -2).reshape(*lead, idx.size, d)
     dx = np.zeros(shape, dtype=dt)
     # idx is usually sorted (linspace); np.add.at sums repeats in any order
-    np.add.at(dx, (..., idx, slice(None)), d_rows)
+    np.add.at(dx, (..., idx, slice(None)), d_rows)  # type: ignore[arg-type]  # numpy stubs
     return SampledRowsGrads(dx)

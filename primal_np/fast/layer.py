@@ -32,7 +32,7 @@ single (B·N·H, 2s) × (2s, p) GEMM whose output is already ``merged`` (B, N, H
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -72,17 +72,17 @@ class FastPrimalCache(NamedTuple):
     x: np.ndarray  # (B, N, D)
     mask: np.ndarray | None  # (B, N) bool
     idx: np.ndarray | None  # (n,) sampled positions
-    q_rm: object  # running-mean cache of the joint [Q | K] (causal) or None; k_rm is q_rm
-    k_rm: object
-    cos_q: object  # cosine caches; their .y is Φ_q, Φ_k (B,H,N,p)
-    cos_k: object
+    q_rm: Any  # running-mean cache of the joint [Q | K] (causal) or None; k_rm is q_rm
+    k_rm: Any
+    cos_q: Any  # cosine caches; their .y is Φ_q, Φ_k (B,H,N,p)
+    cos_k: Any
     F: np.ndarray | None  # (B, H, n, p)
     we_x: np.ndarray | None
     wr_x: np.ndarray | None
     escore: np.ndarray
     rscore: np.ndarray
     merged: np.ndarray  # (B, N, D) heads merged, input of the output projection
-    cos_qk: object = None  # cosine cache of the joint [Q | K] (B, N, 2, H, p); .y is Φ
+    cos_qk: Any = None  # cosine cache of the joint [Q | K] (B, N, 2, H, p); .y is Φ
     w_qk: np.ndarray | None = None  # the fused projection [W_q; W_k] (2D, D) of the forward
 
     @property

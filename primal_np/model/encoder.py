@@ -16,7 +16,7 @@ flat dict with dotted names: ``embed``, ``pos``, ``layers.<i>.ln1.weight``,
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -96,11 +96,11 @@ def _sub(params: dict, prefix: str) -> dict:
 
 class _LayerCache(NamedTuple):
     kind: str
-    ln1: object
-    attn: object
-    ln2: object
-    mlp: object
-    attn_backward: object  # the backward matching the attention forward that ran
+    ln1: Any
+    attn: Any
+    ln2: Any
+    mlp: Any
+    attn_backward: Any  # the backward matching the attention forward that ran
 
 
 class ModelGrads(NamedTuple):
@@ -109,12 +109,12 @@ class ModelGrads(NamedTuple):
 
 class ModelCache(NamedTuple):
     cfg: ModelConfig
-    emb: object
-    pos: object
+    emb: Any
+    pos: Any
     layers: list
-    ln_f: object
-    pool: object
-    head: object
+    ln_f: Any
+    pool: Any
+    head: Any
     outputs: list  # per layer: the residual stream after the layer (for diagnostics)
 
 
@@ -154,7 +154,7 @@ def model_forward(
         layers.append(_LayerCache(kind, ln1, ac, ln2, mc, bwd))
         outputs.append(x)
     h, ln_f = layer_norm(x, params["ln_f.weight"], params["ln_f.bias"])
-    pool = None
+    pool: Any = None
     if not cfg.causal:
         h, pool = mean_pool(h, mask) if cfg.pooling == "mean" else cls_pool(h)
     logits, head = linear(h, params["head.weight"], params["head.bias"])
@@ -171,6 +171,7 @@ def model_backward(
     ksvd_grads = ksvd_grads or {}
     g: dict[str, np.ndarray] = {}
     gh = linear_backward(dlogits, cache.head)  # logits = pooled W_hᵀ + b_h
+    assert gh.bias is not None
     g["head.weight"], g["head.bias"] = gh.weight, gh.bias
     dh = gh.x
     if not cfg.causal:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ MODEL_FIELDS = (
 )  # fmt: skip
 
 
-_MODEL_DEFAULTS = {f.name: f.default for f in fields(ModelConfig)}
+_MODEL_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(ModelConfig)}
 
 
 @dataclass

@@ -77,8 +77,8 @@ def embedding_backward(de: np.ndarray, cache: EmbeddingCache) -> EmbeddingGrads:
 # --------------------------------------------------------------------------- positions
 class PositionalCache(NamedTuple):
     n_max: int  # rows of the position table
-    shape: tuple[int, ...] = ()  # the output's shape
-    dtype: np.dtype | None = None
+    shape: tuple[int, ...]  # the output's shape
+    dtype: np.dtype
 
 
 class PositionalGrads(NamedTuple):

@@ -91,6 +91,7 @@ def init_mlp_params(
     rng = np.random.default_rng(seed)
     w1, b1 = torch_linear_init(rng, dim, hidden, dtype=dtype)
     w2, b2 = torch_linear_init(rng, hidden, dim, dtype=dtype)
+    assert b1 is not None and b2 is not None
     return {"fc1.weight": w1, "fc1.bias": b1, "fc2.weight": w2, "fc2.bias": b2}
 
 
@@ -119,6 +120,7 @@ def mlp_backward(dy: np.ndarray, cache: MLPCache) -> MLPGrads:
     g2 = linear_backward(dy, cache.fc2)
     dh = gelu_backward(g2.x, cache.act).x
     g1 = linear_backward(dh, cache.fc1)
+    assert g1.bias is not None and g2.bias is not None  # both linears have biases
     grads = {
         "fc1.weight": g1.weight,
         "fc1.bias": g1.bias,
