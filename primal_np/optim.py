@@ -94,7 +94,10 @@ def adam_step(
         weight_decay: λ ≥ 0; an L2 term λp added to g (Adam) or p ← p(1 − ηλ) (AdamW).
 
     Returns (new_params, new_state); the update is the module docstring's, with
-    t = state["step"] + 1.
+    t = state["step"] + 1. Each parameter keeps its dtype and shape (0-d included), and
+    so do its moments: they are computed in the parameter's dtype, and moments of
+    another float dtype (a state saved for float64 parameters) are cast to it, as
+    ``torch.optim.Optimizer.load_state_dict`` does.
     """
     lr = _float_param(lr, "lr", 0.0)
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
@@ -123,16 +126,28 @@ def adam_step(
         if f"m/{name}" not in state or f"v/{name}" not in state:
             raise KeyError(f"state has no moments for parameter {name!r}; build it with adam_init")
         m, v = np.asarray(state[f"m/{name}"]), np.asarray(state[f"v/{name}"])
-        g = g.astype(p.dtype, copy=False)
+        for key, moment in (("m", m), ("v", v)):
+            if moment.shape != p.shape:
+                raise ValueError(
+                    f"state[{key + '/' + name!r}] has shape {moment.shape}, "
+                    f"expected the parameter's {p.shape}"
+                )
+        # Everything in the parameter's dtype: the gradient and the moments are cast to it
+        # (as torch's Optimizer.load_state_dict casts the state) and every coefficient is a
+        # scalar of that dtype, so a float32 parameter, 0-d included, stays float32 whatever
+        # the promotion rules (NumPy 1.x turned float32 0-d arrays times Python floats into
+        # float64).
+        f = p.dtype.type
+        g, m, v = (a.astype(p.dtype, copy=False) for a in (g, m, v))
         if wd and not decoupled:
-            g = g + wd * p
+            g = g + f(wd) * p
         if decoupled:
-            p = p * (1.0 - lr * wd)
-        m = m + (1.0 - b1) * (g - m)  # torch: exp_avg.lerp_(grad, 1 - beta1)
-        v = b2 * v + (1.0 - b2) * (g * g)
-        denom = np.sqrt(v) / bc2_sqrt + eps
-        new_params[name] = p - (lr / bc1) * (m / denom)
-        new_state[f"m/{name}"], new_state[f"v/{name}"] = m, v
+            p = p * f(1.0 - lr * wd)
+        m = m + f(1.0 - b1) * (g - m)  # torch: exp_avg.lerp_(grad, 1 - beta1)
+        v = f(b2) * v + f(1.0 - b2) * (g * g)
+        denom = np.sqrt(v) / f(bc2_sqrt) + f(eps)
+        new_params[name] = np.asarray(p - f(lr / bc1) * (m / denom))
+        new_state[f"m/{name}"], new_state[f"v/{name}"] = np.asarray(m), np.asarray(v)
     return new_params, new_state
 
 
@@ -206,4 +221,5 @@ def clip_grad_norm(
         what = f"{bad[0]!r} holds NaN or infinity" if bad else "it overflows float64"
         raise ValueError(f"the gradient norm is not finite: {what}")
     coef = min(1.0, max_norm / (total + 1e-6))
-    return {n: g * coef for n, g in arrays.items()}, total
+    # the factor as a scalar of each gradient's dtype: float32 stays float32, 0-d included
+    return {n: np.asarray(g * g.dtype.type(coef)) for n, g in arrays.items()}, total

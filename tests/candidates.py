@@ -111,16 +111,21 @@ def _loss_terms(layer, convention, quadratic):
 
 
 def ksvd_loss(layers, convention, *, quadratic=None):
-    total = 0.0
+    # Accumulated in the scores' dtype with scalars of that dtype, never a Python number:
+    # under NumPy 1.x a float32 scalar combined with a Python float (or int) is float64.
+    f = layers[0][0].dtype.type
+    total = f(0)
     for layer in layers:
         j, *_, square = _loss_terms(layer, convention, quadratic)
         if square == "batch":
-            total = total + j.mean() ** 2
+            jm = j.mean()
+            total = total + jm * jm
         elif square == "sample":
-            total = total + (j.mean(axis=1) ** 2).mean()
+            jm = j.mean(axis=1)
+            total = total + (jm * jm).mean()
         else:
-            total = total + (j**2).sum()
-    return total / len(layers) if _LOSS[convention][4] == "mean" else total
+            total = total + (j * j).sum()
+    return total / f(len(layers)) if _LOSS[convention][4] == "mean" else total
 
 
 def ksvd_loss_backward(layers, convention, dloss, *, quadratic=None):

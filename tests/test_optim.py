@@ -90,6 +90,52 @@ def test_adam_never_writes_inputs_and_keeps_float32(rng):
     assert state["step"] == 0 and new_state["step"] == 2
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("kw", list(ADAM_CASES.values()), ids=list(ADAM_CASES))
+def test_adam_keeps_every_dtype_and_shape_including_0d(rng, dtype, kw):
+    """Parameters and moments keep their dtype, shape and type (ndarray), 0-d included.
+
+    Under NumPy 1.x promotion a 0-d float32 array times a Python float was float64, so
+    adam_step returned a float64 scalar for a float32 0-d parameter. The update is the
+    float64 one rounded to the parameter's precision.
+    """
+    params = {n: p.astype(dtype) for n, p in _params(rng).items()}
+    # |g| ≥ 1/2: v stays clear of float16's underflow (eps = 1e-8 is 0 in float16)
+    grads = {
+        n: (rng.uniform(0.5, 2.0, p.shape) * rng.choice([-1.0, 1.0], p.shape)).astype(dtype)
+        for n, p in params.items()
+    }
+    ref = {n: p.astype(np.float64) for n, p in params.items()}
+    new, state, ref_state = params, adam_init(params), adam_init(ref)
+    for _ in range(3):
+        new, state = adam_step(new, grads, state, **kw)
+        ref, ref_state = adam_step(ref, grads, ref_state, **kw)
+    tol = {np.float16: 2e-2, np.float32: 1e-5, np.float64: 1e-14}[dtype]
+    for n, p in params.items():
+        for a in (new[n], state[f"m/{n}"], state[f"v/{n}"]):
+            assert a.dtype == dtype and a.shape == p.shape, n
+            assert isinstance(a, np.ndarray), (n, type(a))  # not a NumPy scalar for 0-d
+        assert rel_err(new[n].astype(np.float64), ref[n]) < tol, n
+
+
+def test_adam_casts_moments_of_another_dtype_to_the_parameters(rng):
+    """A float64 state (saved for float64 parameters) driving float32 parameters: the
+    moments are cast to float32, as torch's load_state_dict does; they used to turn the
+    parameters into float64."""
+    params64 = _params(rng)
+    grads = {n: rng.standard_normal(p.shape) for n, p in params64.items()}
+    _, state64 = adam_step(params64, grads, adam_init(params64), lr=1e-2)
+    params32 = {n: p.astype(np.float32) for n, p in params64.items()}
+    grads32 = {n: g.astype(np.float32) for n, g in grads.items()}
+    new, state = adam_step(params32, grads32, state64, lr=1e-2)
+    cast = {k: v.astype(np.float32) if k != "step" else v for k, v in state64.items()}
+    expect, expect_state = adam_step(params32, grads32, cast, lr=1e-2)
+    for n in params32:
+        assert new[n].dtype == np.float32 and state[f"m/{n}"].dtype == np.float32
+        np.testing.assert_array_equal(new[n], expect[n])
+        np.testing.assert_array_equal(state[f"v/{n}"], expect_state[f"v/{n}"])
+
+
 def test_adam_state_survives_npz(rng, tmp_path):
     params = _params(rng)
     grads = [{n: rng.standard_normal(p.shape) for n, p in params.items()} for _ in range(4)]
@@ -128,6 +174,8 @@ def test_adam_bad_input(rng):
         adam_step(params, grads, {**state, "step": 1.5}, lr=0.1)
     with pytest.raises(KeyError, match="state has no moments for parameter 'w'"):
         adam_step(params, grads, {k: v for k, v in state.items() if k != "v/w"}, lr=0.1)
+    with pytest.raises(ValueError, match=r"state\['m/b'\] has shape \(3,\), expected .* \(4,\)"):
+        adam_step(params, grads, {**state, "m/b": np.zeros(3)}, lr=0.1)
     with pytest.raises(TypeError, match="parameter 'i' must be floating-point, got dtype int64"):
         adam_init({"i": np.arange(3)})
 
@@ -196,8 +244,9 @@ def test_clip_grad_norm_semantics(rng):
     same, _ = clip_grad_norm(grads, 10.0)  # below the threshold: unchanged, new arrays
     np.testing.assert_array_equal(same["b"], grads["b"])
     assert same["b"] is not grads["b"]
-    g32, _ = clip_grad_norm({"x": np.ones(4, np.float32)}, 1.0)
-    assert g32["x"].dtype == np.float32
+    g32, _ = clip_grad_norm({"x": np.ones(4, np.float32), "s": np.float32(2.0)}, 1.0)
+    assert g32["x"].dtype == np.float32  # 0-d too: no float64 from NumPy 1.x promotion
+    assert isinstance(g32["s"], np.ndarray) and g32["s"].dtype == np.float32
     assert clip_grad_norm({}, 1.0) == ({}, 0.0)
 
 
