@@ -17,7 +17,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return 2
     failed = any(r.passed is False for r in rows)
     if args.json:
-        print(json.dumps({"ok": not failed, "checks": [r.as_dict() for r in rows]}, indent=2))
+        doc = {"ok": not failed, "checks": [r.as_dict() for r in rows]}
+        print(json.dumps(doc, indent=2, allow_nan=False))  # strict JSON: no NaN literals
     else:
         print(format_table(rows))
     return 1 if failed else 0
@@ -142,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument(
-        "--only", metavar="TEXT", help="run only checks whose group or name contains TEXT"
+        "--only",
+        metavar="TEXT",
+        help="show only the checks whose text (as printed), group or function name contains "
+        "TEXT (case-insensitive)",
     )
     p.set_defaults(func=_cmd_verify)
 

@@ -25,6 +25,25 @@ def test_verify_json(capsys):
     assert all(c["error"] <= c["bound"] for c in data["checks"])
 
 
+def test_verify_only_matches_the_printed_check_text(capsys):
+    assert main(["verify", "--only", "KKT residuals"]) == 0
+    out = capsys.readouterr().out
+    assert "KKT residuals (1)–(6)" in out and "1 passed, 0 failed" in out
+
+
+def test_verify_json_is_strict_json_with_a_crashed_check(monkeypatch, capsys):
+    from primal_np import verify
+
+    def boom():
+        raise RuntimeError("broken check")
+
+    monkeypatch.setattr(verify, "_REGISTRY", [("demo", boom)])
+    assert main(["verify", "--json"]) == 1
+    text = capsys.readouterr().out
+    doc = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert doc["checks"][0]["error"] is None and "broken check" in doc["checks"][0]["note"]
+
+
 def test_verify_unknown_filter_is_an_error(capsys):
     assert main(["verify", "--only", "no-such-check"]) == 2
 

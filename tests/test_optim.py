@@ -115,7 +115,7 @@ def test_adam_keeps_every_dtype_and_shape_including_0d(rng, dtype, kw):
         for a in (new[n], state[f"m/{n}"], state[f"v/{n}"]):
             assert a.dtype == dtype and a.shape == p.shape, n
             assert isinstance(a, np.ndarray), (n, type(a))  # not a NumPy scalar for 0-d
-        assert rel_err(new[n].astype(np.float64), ref[n]) < tol, n
+        assert rel_error(new[n].astype(np.float64), ref[n]) < tol, n
 
 
 def test_adam_casts_moments_of_another_dtype_to_the_parameters(rng):

@@ -8,6 +8,7 @@ measured error, bound, pass/fail). Modules register their checks with
 from __future__ import annotations
 
 import importlib
+import math
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -29,7 +30,11 @@ class CheckResult:
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready: a NaN or infinite error (a crashed or skipped check) becomes None."""
+        d = asdict(self)
+        if not math.isfinite(d["error"]):
+            d["error"] = None
+        return d
 
 
 CheckFn = Callable[[], "CheckResult | Iterable[CheckResult]"]
@@ -58,13 +63,14 @@ def result(check: str, error: float, bound: float, note: str = "") -> CheckResul
 
 
 def run_checks(only: str | None = None) -> list[CheckResult]:
-    """Run every registered check whose group or name contains ``only``."""
+    """Run the registered checks; with ``only``, keep the rows whose check text (as printed),
+    group or function name contains it, ignoring case (``--only KKT`` finds "KKT residuals
+    …"). The checks take a few seconds in all, so every check runs and rows are filtered."""
     for mod in _CHECK_MODULES:
         importlib.import_module(mod)
     rows: list[CheckResult] = []
+    needle = (only or "").lower()
     for group, fn in _REGISTRY:
-        if only and only not in group and only not in fn.__name__:
-            continue
         t0 = time.perf_counter()
         try:
             out = fn()
@@ -75,7 +81,7 @@ def run_checks(only: str | None = None) -> list[CheckResult]:
         dt = (time.perf_counter() - t0) / max(1, len(out_rows))
         for r in out_rows:
             r.group, r.seconds = group, dt
-        rows.extend(out_rows)
+        rows.extend(r for r in out_rows if needle in f"{r.check}\n{group}\n{fn.__name__}".lower())
     return rows
 
 

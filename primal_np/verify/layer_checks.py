@@ -127,3 +127,21 @@ def linear_memory():
         peak / (n * n * 8),
         0.1,
     )
+
+
+@register_check("primal layer")
+def fast_path_against_reference():
+    from ..fast.validate import check_fast_path
+
+    rep = check_fast_path()
+    worst = max(
+        (a.max_abs_err / a.bound for r in rep.results for a in r.report.rows if a.bound),
+        default=float("inf"),
+    )
+    return result(
+        f"fast path vs reference through check_primal_attention ({len(rep.results)} grid "
+        "points × precisions; max err/bound)",
+        worst if rep.ok else float("inf"),
+        1.0,
+        "" if rep.ok else rep.results[0].report.summary(),
+    )
