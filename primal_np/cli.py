@@ -88,6 +88,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         kw["trace_no_x"] = False
     if args.data_independent:
         kw["data_dependent"] = False
+    if args.no_rscores:
+        kw["rscores"] = False
     try:
         cfg = TrainConfig(**kw)
         result = train(cfg, progress=not args.quiet, resume=args.resume)
@@ -230,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ksvd-convention", choices=["lra", "lra_trace_x", "per_sample", "paper"])
     t.add_argument("--trace-x", action="store_true", help="trace on the data-dependent weights")
     t.add_argument("--data-independent", action="store_true", help="W_e, W_r ∈ R^(p×s) directly")
+    t.add_argument(
+        "--no-rscores",
+        action="store_true",
+        help="primal layers output E W_cᵀ + b_c without the r-scores (the paper's ablation)",
+    )
     t.add_argument(
         "--feature-map",
         choices=sorted(FEATURE_MAPS),

@@ -12,7 +12,8 @@ Per head h (head dim p, s = low_rank), for a batch X ∈ R^{B×N×D}, in the pap
         W_{e|X} = F_hᵀ W_e,  W_{r|X} = F_hᵀ W_r        ``data_dependent_weights``
         (data-independent weights: W_{e|X} = W_e, W_{r|X} = W_r ∈ R^{p_φ×s})
     (6) E = Φ_q W_{e|X},  R = Φ_k W_{r|X}              ``primal_scores``  (escore, rscore)
-    (7) O_h = [E, R] W_cᵀ + b_c                         ``head_output`` (one 2s → p map, all heads)
+    (7) O_h = [E, R] W_cᵀ + b_c                         ``head_output`` (one 2s → p map, all heads;
+                                                     ``rscores=False``: O_h = E W_cᵀ + b_c)
     (8) lra with a padding mask: padded rows of O_h = 0 ``mask_rows``
     (9) O = [O_1 … O_H] ∈ R^{N×D}                       ``merge_heads``
    (10) Y = O W_oᵀ + b_o                               ``linear``
@@ -94,9 +95,10 @@ def sample_indices(config: PrimalAttentionConfig, num_tokens: int) -> np.ndarray
 class PrimalCache(NamedTuple):
     """The step caches of ``primal_attention``, in the order of the steps.
 
-    Read the intermediates through the properties: ``escore`` and ``rscore`` (E, R, (B, H,
-    N, s)), ``phi_q`` and ``phi_k`` (Φ_q, Φ_k, (B, H, N, p_φ)), ``we_x`` and ``wr_x``
-    (W_{e|X}, W_{r|X}, (B, H, p, s); None for data-independent weights), ``idx``.
+    ``escore`` and ``rscore`` are E, R (B, H, N, s), the outputs of step (6) that the KSVD
+    loss reads. Other intermediates through the properties: ``phi_q`` and ``phi_k`` (Φ_q,
+    Φ_k, (B, H, N, p_φ)), ``we_x`` and ``wr_x`` (W_{e|X}, W_{r|X}, (B, H, p, s); None for
+    data-independent weights), ``F``, ``idx``.
     """
 
     config: PrimalAttentionConfig
@@ -113,18 +115,12 @@ class PrimalCache(NamedTuple):
     we_x_cache: DataWeightsCache | None
     wr_x_cache: DataWeightsCache | None
     scores: PrimalScoresCache  # (6)
+    escore: np.ndarray  # E, (B, H, N, s)
+    rscore: np.ndarray  # R
     head: HeadOutputCache  # (7)
     mask: MaskRowsCache | None  # (8)
     merge: SplitHeadsCache  # (9)
     out_proj: LinearCache  # (10)
-
-    @property
-    def escore(self) -> np.ndarray:
-        return self.head.lin.x[..., : self.config.low_rank]
-
-    @property
-    def rscore(self) -> np.ndarray:
-        return self.head.lin.x[..., self.config.low_rank :]
 
     @property
     def phi_q(self) -> np.ndarray:
@@ -246,7 +242,7 @@ def primal_attention(
         we_x, we_x_cache = data_dependent_weights(F, P["we"])  # W_{e|X} = Fᵀ W_e
         wr_x, wr_x_cache = data_dependent_weights(F, P["wr"])  # W_{r|X} = Fᵀ W_r
     (E, R), scores = primal_scores(phi_q, phi_k, we_x, wr_x)  # (6) E = Φ_q W_{e|X}, R = Φ_k W_{r|X}
-    o, head = head_output((E, R), P["wc"], P["bc"])  # (7) O_h = [E, R] W_cᵀ + b_c
+    o, head = head_output((E, R) if config.rscores else (E,), P["wc"], P["bc"])  # (7) O_h
     mask_cache = None
     if mask is not None:  # (8) padded rows of O_h → 0
         o, mask_cache = mask_rows(o, mask[:, None, :])
@@ -254,7 +250,7 @@ def primal_attention(
     y, out_proj = linear(merged, P["wo"], P["bo"])  # (10) Y = O W_oᵀ + b_o
     cache = PrimalCache(
         config, P, q_proj, k_proj, q_mean, k_mean, q_heads, k_heads, phi_q_cache, phi_k_cache,
-        rows, we_x_cache, wr_x_cache, scores, head, mask_cache, merge, out_proj,
+        rows, we_x_cache, wr_x_cache, scores, E, R, head, mask_cache, merge, out_proj,
     )  # fmt: skip
     return y, cache
 
@@ -284,7 +280,8 @@ def primal_attention_backward(
         d_o = mask_rows_backward(d_o, cache.mask).x  # (8) padded rows were set to 0
     g_head = head_output_backward(d_o, cache.head)  # (7) O_h = [E, R] W_cᵀ + b_c
     g["wc"], g["bc"] = g_head.weight, _bias(g_head.bias)
-    dE, dR = g_head.scores
+    dE = g_head.scores[0]
+    dR = g_head.scores[1] if cfg.rscores else np.zeros_like(cache.rscore)
     if kg is not None:  # the KSVD loss reads E and R too
         dE, dR = dE + kg.escore, dR + kg.rscore
     g_s = primal_scores_backward((dE, dR), cache.scores)  # (6) E = Φ_q W_{e|X}, R = Φ_k W_{r|X}

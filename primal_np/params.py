@@ -93,6 +93,9 @@ class PrimalAttentionConfig:
         ``sample_indices``), "all" (every token, in order), or a function of N returning
         the positions (an integer array; it must return the same number n for every N the
         layer sees).
+    rscores: True (the paper's layer): the head output is [E, R] W_cᵀ + b_c with W_c
+        ∈ R^{p×2s}; False (the paper's ablation "without r-scores"): E W_cᵀ + b_c with W_c
+        ∈ R^{p×s}. R is still computed (the KSVD loss reads it).
     """
 
     dim: int
@@ -106,6 +109,7 @@ class PrimalAttentionConfig:
     feature_map: str = "cosine"
     feature_seed: int = 0
     sampler: str | Callable[[int], np.ndarray] = "linspace"
+    rscores: bool = True
 
     def __post_init__(self) -> None:
         positive_int(self.dim, "dim")
@@ -123,8 +127,9 @@ class PrimalAttentionConfig:
             raise TypeError(
                 f"data_dependent must be True, False or None, got {self.data_dependent!r}"
             )
-        if not isinstance(self.qk_bias, (bool, np.bool_)):
-            raise TypeError(f"qk_bias must be True or False, got {self.qk_bias!r}")
+        for flag in ("qk_bias", "rscores"):
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         if self.num_tokens is not None:
             positive_int(self.num_tokens, "num_tokens")
         if not (callable(self.sampler) or self.sampler in SAMPLERS):
@@ -223,7 +228,8 @@ def param_shapes(config: PrimalAttentionConfig) -> dict[str, tuple[int, ...]]:
             shapes["bqk"] = (2 * D,)
     else:
         shapes.update({"wq": (D, D), "bq": (D,), "wk": (D, D), "bk": (D,)})
-    shapes.update({"we": (H, n, s), "wr": (H, n, s), "lam": (H, s), "wc": (p, 2 * s), "bc": (p,)})
+    width = 2 * s if config.rscores else s  # [E, R] or E alone
+    shapes.update({"we": (H, n, s), "wr": (H, n, s), "lam": (H, s), "wc": (p, width), "bc": (p,)})
     shapes.update({"wo": (D, D), "bo": (D,)})
     return shapes
 

@@ -124,3 +124,19 @@ def test_bad_samplers_are_named():
     P = init_primal_attention_params(cfg)
     with pytest.raises(ValueError, match=r"6 tokens give n = 6 sampled rows but we has shape"):
         primal_attention(np.zeros((1, 6, 4)) + 0.1, P, cfg)
+
+
+def test_layer_without_rscores(rng):
+    """The ablation "without r-scores": O_h = E W_cᵀ + b_c; R reaches only the KSVD loss."""
+    cfg = PrimalAttentionConfig(dim=4, num_heads=2, low_rank=2, rank_multi=2, rscores=False)
+    P = init_primal_attention_params(cfg, seed=1)
+    assert P["wc"].shape == (2, 2)  # p × s, not p × 2s
+    _layer_gradcheck(rng, cfg, "lra")
+    x = rng.standard_normal((2, 5, 4))
+    y, cache = primal_attention(x, P, cfg)
+    P2 = dict(P, wr=P["wr"] + 1.0)  # W_r changes R only: the output must not move
+    y2, cache2 = primal_attention(x, P2, cfg)
+    np.testing.assert_array_equal(y, y2)
+    assert np.abs(cache2.rscore - cache.rscore).max() > 1e-3
+    r = layer_objective(x, P, cfg, cotangent=rng.standard_normal(y.shape), eta=0.0)
+    assert np.all(r.grads["wr"] == 0.0)  # with η = 0 nothing reads R

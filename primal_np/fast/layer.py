@@ -55,6 +55,8 @@ def unsupported_reason(config: PrimalAttentionConfig) -> str | None:
     """Why the fast path cannot run ``config`` (None if it can)."""
     if config.feature_map != "cosine":
         return f"feature_map={config.feature_map!r} (the fast path has the cosine map only)"
+    if not config.rscores:
+        return "rscores=False (the fast path has the [E, R] head output only)"
     if config.data_dependent and config.sampler != "linspace":
         return f"sampler={config.sampler!r} (the fast path has the authors' linspace only)"
     return None

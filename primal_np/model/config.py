@@ -46,7 +46,8 @@ class ModelConfig:
     Primal layers are otherwise the authors' LRA layer (``variant="lra"``, padding mask),
     with data-dependent weights (n = low_rank·rank_multi sampled rows) unless
     ``data_dependent=False``, and the feature map ``feature_map`` (any registered name).
-    The KSVD loss over the primal layers, weighted by ``eta``, uses ``ksvd_convention``
+    ``rscores=False`` drops the r-scores from the primal layers' head output (the paper's
+    ablation). The KSVD loss over the primal layers, weighted by ``eta``, uses ``ksvd_convention``
     (a preset of ``primal_np.ksvd_loss.CONVENTIONS``) with ``trace_no_x``.
     """
 
@@ -69,6 +70,7 @@ class ModelConfig:
     attention: tuple[str, ...] = field(default=())
     causal: bool = False
     feature_map: str = "cosine"
+    rscores: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -98,7 +100,7 @@ class ModelConfig:
             raise ValueError(f"positions must be 'learned' or 'sinusoidal', got {self.positions!r}")
         if self.pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
-        for name in ("causal", "data_dependent", "trace_no_x"):
+        for name in ("causal", "data_dependent", "trace_no_x", "rscores"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         real_number(self.eta, "eta", minimum=0.0)
@@ -120,6 +122,7 @@ class ModelConfig:
                 variant="causal" if self.causal else "lra",
                 data_dependent=False if self.causal else self.data_dependent,
                 feature_map=self.feature_map,
+                rscores=self.rscores,
             )
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"primal attention layers: {exc}") from None

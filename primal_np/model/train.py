@@ -45,7 +45,7 @@ __all__ = [
 # TrainConfig fields passed through to ModelConfig
 MODEL_FIELDS = (
     "dim", "depth", "num_heads", "mlp_hidden", "low_rank", "rank_multi", "data_dependent",
-    "positions", "pooling", "eta", "ksvd_convention", "trace_no_x", "feature_map",
+    "positions", "pooling", "eta", "ksvd_convention", "trace_no_x", "feature_map", "rscores",
 )  # fmt: skip
 
 
@@ -88,6 +88,7 @@ class TrainConfig:
     ksvd_convention: str | None = None  # None: "lra" (classifier), "per_sample" (decoder)
     trace_no_x: bool = _MODEL_DEFAULTS["trace_no_x"]
     feature_map: str = _MODEL_DEFAULTS["feature_map"]
+    rscores: bool = _MODEL_DEFAULTS["rscores"]
 
     def validate(self) -> None:
         if self.model not in MODELS:
