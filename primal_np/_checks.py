@@ -24,6 +24,7 @@ __all__ = [
     "sum_to_shape",
     "upstream",
     "real_number",
+    "float_dtype",
 ]
 
 
@@ -175,3 +176,15 @@ def real_number(
         op = ">" if exclusive else ">="
         raise ValueError(f"{name} must be {op} {minimum}, got {x}")
     return x
+
+
+def float_dtype(dtype: object, name: str = "dtype") -> np.dtype:
+    """``dtype`` as a floating NumPy dtype (float16/32/64), else a named ``TypeError``
+    (an integer dtype would silently truncate initial values to zeros)."""
+    try:
+        dt = np.dtype(dtype)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"{name} must be a floating dtype, got {dtype!r}") from None
+    if dt.kind != "f":
+        raise TypeError(f"{name} must be a floating dtype (float16, float32, float64), got {dt}")
+    return dt

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._checks import positive_int
 from .feature_maps import get_feature_map
 from .kernels import kernel_matrix, kernel_matrix_backward
 from .ksvd import kkt_weights, ksvd, primal_weights, primal_weights_backward
@@ -63,11 +64,27 @@ def stationary_point(
 ) -> StationaryPoint:
     """The KSVD solution for one sequence: features, K, (H_e, H_r, σ) and the KKT weights.
 
-    Shapes: x (N, d), W_q and W_k (d', d) in (out, in) layout; s ≤ min(N, p).
+    Shapes: x (N, d), W_q and W_k (d', d) in (out, in) layout; s ≤ rank(K) ≤ min(N, p_φ).
+    Λ = Σ⁻¹ needs s non-zero singular values, so s beyond the numerical rank of K (singular
+    values ≤ N·ε·σ_1, as ``np.linalg.matrix_rank``) is refused with a ``ValueError``.
     """
+    s = positive_int(s, "s")
     phi_q, phi_k, _ = _features(x, W_q, W_k, feature_map, map_params or {})
     K, _ = kernel_matrix(phi_q, phi_k)
+    p_phi = phi_q.shape[-1]
+    if s > min(K.shape[0], p_phi):
+        raise ValueError(
+            f"s = {s} exceeds min(N, p_φ) = min({K.shape[0]}, {p_phi}), the largest rank "
+            "K = Φ_q Φ_kᵀ can have; Λ = Σ⁻¹ needs s non-zero singular values"
+        )
     H_e, H_r, sigma = ksvd(K, s)
+    tol = max(K.shape) * np.finfo(K.dtype).eps * float(sigma[0])
+    rank = int(np.sum(sigma > tol))
+    if rank < s:
+        raise ValueError(
+            f"s = {s} exceeds the numerical rank {rank} of K (σ_{rank + 1} = {sigma[rank]:.3g} "
+            f"≤ {tol:.3g} = N·ε·σ_1): Λ = Σ⁻¹ would be ≈ 1/0; choose s ≤ {rank}"
+        )
     W_e, W_r, lam = kkt_weights(phi_q, phi_k, H_e, H_r, sigma)
     return StationaryPoint(phi_q, phi_k, K, H_e, H_r, sigma, W_e, W_r, lam)
 

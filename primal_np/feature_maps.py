@@ -85,10 +85,32 @@ def _cosine_normalize(
     """``cosine_normalize`` of a floating array, optionally writing φ into ``out`` (which may
     be ``x`` itself when the caller owns it and no longer needs it)."""
     norm = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
+    if not np.all(np.isfinite(norm)):
+        norm = _rescaled_norm(x, norm)
     clamped = norm <= eps
     denom = np.maximum(norm, x.dtype.type(eps))
     y = np.divide(x, denom, out=out)
     return y, CosineCache(y, denom, clamped)
+
+
+def _rescaled_norm(x: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    """‖x‖₂ of the rows where Σx² overflowed although x is finite (entries near 1e154 in
+    float64): computed as m·‖x/m‖₂ with m = max|x_i| of the row, which cannot overflow
+    unless ‖x‖ itself exceeds the largest float (then a ``ValueError``)."""
+    big = ~np.isfinite(norm[..., 0])
+    rows = x[big]
+    m = np.max(np.abs(rows), axis=-1, keepdims=True)
+    scaled = rows / m
+    with np.errstate(over="ignore"):
+        fixed = m * np.sqrt(np.einsum("...i,...i->...", scaled, scaled))[..., None]
+    if not np.all(np.isfinite(fixed)):
+        raise ValueError(
+            f"x has rows whose norm exceeds the largest {x.dtype} ({np.finfo(x.dtype).max:.3g}); "
+            "rescale the input"
+        )
+    norm = norm.copy()
+    norm[big] = fixed
+    return norm
 
 
 def cosine_normalize_backward(dy: np.ndarray, cache: CosineCache) -> FeatureMapGrads:

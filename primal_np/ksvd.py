@@ -157,6 +157,7 @@ def kkt_weights(
     """
     (W_e, W_r), _ = primal_weights(phi_q, phi_k, H_e, H_r)
     sigma = float_array(sigma, "sigma", ndim=1)
+    check_finite(sigma, "sigma")
     if sigma.shape[0] != W_e.shape[1]:
         raise ValueError(
             f"sigma has shape {sigma.shape}, expected ({W_e.shape[1]},) to match H_e, H_r"

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import bool_mask, float_array, positive_int
+from ._checks import bool_mask, float_array, float_dtype, positive_int
 from .dual import DualCache, _dual_attention_backward, dual_attention
 from .init import torch_linear_init
 from .primitives import LinearCache, linear, linear_backward, merge_heads, split_heads
@@ -48,6 +48,7 @@ def init_mha_params(
 ) -> dict[str, np.ndarray]:
     """PyTorch-default initialisation (uniform ±1/sqrt(fan_in)) of the four D→D linears."""
     dim = positive_int(dim, "dim")
+    dtype = float_dtype(dtype, "dtype")
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
     for t in "qkvo":

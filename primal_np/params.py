@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import positive_int
+from ._checks import check_finite, float_dtype, positive_int
 from .feature_maps import get_feature_map
 from .init import orthogonal, torch_linear_init, trunc_normal, uniform_lambda
 from .sampling import check_indices
@@ -248,6 +248,7 @@ def init_primal_attention_params(
     for weights and biases) or ``"trunc_normal"`` (std 0.02, zero bias; the vision code's
     re-initialisation). Default: "trunc_normal" for vision, "torch" otherwise.
     """
+    dtype = float_dtype(dtype, "dtype")
     rng = np.random.default_rng(seed)
     shapes = param_shapes(config)
     mode = linear_init or ("trunc_normal" if config.variant == "vision" else "torch")
@@ -315,6 +316,7 @@ def from_state_dict(
             )
         if arr.dtype.kind != "f":
             raise TypeError(f"state dict entry {key!r} must be floating, got dtype {arr.dtype}")
+        check_finite(arr, f"state dict entry {key!r}")
         params[internal] = arr
     return params
 
@@ -329,9 +331,16 @@ def check_params(params: Mapping[str, np.ndarray], config: PrimalAttentionConfig
             f"parameters do not fit the {config.variant} layer: missing {missing}, unexpected {extra}"
         )
     for k, shape in shapes.items():
-        got = np.shape(params[k])
-        if got != shape:
-            raise ValueError(f"parameter {k!r} has shape {got}, expected {shape} for {config}")
+        arr = np.asarray(params[k])
+        if arr.dtype.kind != "f":
+            raise TypeError(
+                f"parameter {k!r} must be floating (float16/32/64), got dtype {arr.dtype}"
+            )
+        if arr.shape != shape:
+            raise ValueError(
+                f"parameter {k!r} has shape {arr.shape}, expected {shape} for {config}"
+            )
+        check_finite(arr, f"parameter {k!r}")
 
 
 def save_state_dict(

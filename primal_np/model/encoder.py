@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._checks import float_dtype
 from ..fast import primal_attention_impl
 from ..ksvd_loss import KSVDGrads, ksvd_loss, ksvd_loss_backward, ksvd_terms_from_cache
 from ..mha import init_mha_params, mha_attention, mha_attention_backward
@@ -61,6 +62,7 @@ def init_model_params(
     """Seeded parameters. Token and learned position embeddings N(0, 1) (PyTorch's
     ``nn.Embedding`` default, as the LRA code's); LayerNorm (1, 0); attention and MLP as
     their own initialisers; head PyTorch-default."""
+    dtype = float_dtype(dtype, "dtype")
     rng = np.random.default_rng(seed)
     D = cfg.dim
     p: dict[str, np.ndarray] = {"embed": rng.standard_normal((cfg.vocab_size, D)).astype(dtype)}

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import erf
 
-from .._checks import check_finite, float_array, positive_int, result_dtype, upstream
+from .._checks import check_finite, float_array, float_dtype, positive_int, result_dtype, upstream
 from ..init import torch_linear_init
 from ..primitives import LinearCache, linear, linear_backward
 
@@ -88,6 +88,7 @@ def init_mlp_params(
     """PyTorch-default initialisation (uniform ±1/sqrt(fan_in)) of fc1 (D→hidden), fc2 (hidden→D)."""
     dim = positive_int(dim, "dim")
     hidden = positive_int(hidden, "hidden")
+    dtype = float_dtype(dtype, "dtype")
     rng = np.random.default_rng(seed)
     w1, b1 = torch_linear_init(rng, dim, hidden, dtype=dtype)
     w2, b2 = torch_linear_init(rng, hidden, dim, dtype=dtype)
