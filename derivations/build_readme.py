@@ -43,6 +43,7 @@ ORDER = [
     "ksvd_lemma",
     "ksvd_loss",
     "primal_layer",
+    "kep_svgp",
 ]
 
 HEADER = """\
@@ -52,13 +53,14 @@ HEADER = """\
 hand: edit a script and run `python derivations/build_readme.py`. -->
 
 Every hand-written backward pass of primal_np's attention and KSVD code (primitives, dual
-attention, feature maps, scores, KSVD, the KSVD loss, the Primal-Attention layer), and the
-KSVD theory the layer rests on (THEORY.md §2–3), is derived here with SymPy and compared
-with the formula primal_np implements — exactly, on explicit small matrices of real scalar
-symbols — and then primal_np's own function is checked numerically against the SymPy
-result. Not here: `mha_attention_backward` and `scores_from_x_backward`, which only chain
-backward passes proved below (their compositions are tested numerically in `tests/`), and
-modules outside that core (`primal_np/nn`, `optim`, …).
+attention, feature maps, scores, KSVD, the KSVD loss, the Primal-Attention layer, the steps
+KEP-SVGP attention adds), and the KSVD theory the layer rests on (THEORY.md §2–3), is
+derived here with SymPy and compared with the formula primal_np implements — exactly, on
+explicit small matrices of real scalar symbols — and then primal_np's own function is
+checked numerically against the SymPy result. Not here: `mha_attention_backward` and
+`scores_from_x_backward`, which only chain backward passes proved below (their compositions
+are tested numerically in `tests/`), and modules outside that core (`primal_np/nn`, `optim`,
+…).
 
 Run one derivation: `python derivations/derive_<topic>.py` (prints its section; exits non-zero
 if any proof or check fails). Run them all as tests: `python -m pytest -q derivations`.

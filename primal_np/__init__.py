@@ -2,11 +2,13 @@
 
 Canonical softmax attention (the dual form) and Primal-Attention (the primal
 form, from asymmetric kernel SVD; Chen, Tao, Tonin, Suykens, NeurIPS 2023), with
-hand-written backward passes, a gradient checker and golden vectors.
+hand-written backward passes, a gradient checker and golden vectors. The same
+group's KEP-SVGP attention (ICML 2024) is in ``primal_np.kep_svgp``.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import kep_svgp
 from .dual import DualCache, attention_weights, dual_attention, dual_attention_backward
 from .equivalence import scores_from_x, scores_from_x_backward, stationary_point
 from .feature_maps import (
@@ -25,6 +27,17 @@ from .feature_maps import (
     register_feature_map,
 )
 from .gradcheck import check_vjp, gradcheck, taylor_test
+from .kep_svgp import (
+    KEPSVGPConfig,
+    init_kep_svgp_params,
+    kep_from_state_dict,
+    kep_svgp_attention,
+    kep_svgp_attention_backward,
+    kep_svgp_losses,
+    kep_svgp_losses_backward,
+    kep_svgp_objective,
+    kep_to_state_dict,
+)
 from .kernels import (
     asymmetry,
     kernel_matrix,
@@ -136,6 +149,16 @@ __all__ = [
     "load_state_dict",
     "save_state_dict",
     "to_state_dict",
+    "kep_svgp",
+    "KEPSVGPConfig",
+    "init_kep_svgp_params",
+    "kep_from_state_dict",
+    "kep_to_state_dict",
+    "kep_svgp_attention",
+    "kep_svgp_attention_backward",
+    "kep_svgp_losses",
+    "kep_svgp_losses_backward",
+    "kep_svgp_objective",
     "init_mha_params",
     "mha_attention",
     "mha_attention_backward",

@@ -165,13 +165,13 @@ def round_to_precision(x: np.ndarray, precision: str) -> np.ndarray:
     with np.errstate(over="ignore"):  # overflow to ±inf is the documented rounding
         if precision in ("float64", "float32", "float16"):
             return x.astype(precision)
-        f = np.ascontiguousarray(x, dtype=np.float32)
+        f = np.array(x, dtype=np.float32).reshape(-1)  # a 1-d work array, also for 0-d x
     nan = np.isnan(f)
     bits = np.where(nan, np.float32(0), f).view(np.uint32)
     bits = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
     out = (bits & np.uint32(0xFFFF0000)).view(np.float32)
     out[nan] = np.nan
-    return out
+    return out.reshape(x.shape)
 
 
 def emulate_precision(

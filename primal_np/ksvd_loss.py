@@ -21,7 +21,8 @@ e_{b,h,n}, r_{b,h,n} ∈ R^s and λ_h ∈ R^s:
 Presets (``CONVENTIONS``): "lra" (= "vision"): lambda_sq, mean, params, batch, layer mean;
 "lra_trace_x": the same with the trace on the data-dependent weights; "per_sample":
 lambda_sq, mean, params, sample (mean over b), layer mean; "paper": Lambda, sum, params,
-problem (sum over b, h), layer sum. The total loss is task + η·L.
+problem (sum over b, h), layer sum; "kep_svgp": as "vision" but summed over layers (KEP-SVGP
+passes λ = exp(ℓ), see ``primal_np.kep_svgp.loss``). The total loss is task + η·L.
 
 Equivalence (CONFORMANCE.md, discrepancy 1–2): mean_n ½‖λ⊙e_n‖² = ½ Σ_n e_nᵀ Λ' e_n with
 Λ' = diag(λ²)/N, so the code's j equals the paper's J with Λ_paper = λ²/N.
@@ -84,6 +85,8 @@ CONVENTIONS = {
     "paper": KSVDConvention(
         quadratic="Lambda", tokens="sum", square="problem", outer="sum", layers="sum"
     ),
+    # KEP-SVGP's train.py: as "vision" with λ = exp(ℓ) (primal_np.kep_svgp), summed over layers
+    "kep_svgp": KSVDConvention(layers="sum"),
 }
 
 

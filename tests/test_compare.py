@@ -193,3 +193,9 @@ def test_project_float32_path_passes_on_a_golden_case():
     assert rep.ok, str(rep)
     # primal_np's own float32 error is float32-sized: above 0, below 1e-5 relative
     assert all(0 < r.max_rel_err < 1e-5 for r in rep.rows)
+
+
+def test_bfloat16_rounding_keeps_a_scalar_a_scalar():
+    """A case's scalar outputs (a loss) stay 0-d, so golden check --dtype bfloat16 runs."""
+    got = round_to_precision(np.array(1 + 2**-9), "bfloat16")
+    assert got.shape == () and got == 1.0

@@ -44,6 +44,7 @@ _CASE_MODULES = (
     "primal_np.golden.dual_cases",
     "primal_np.golden.layer_cases",
     "primal_np.golden.ksvd_cases",
+    "primal_np.golden.kep_svgp_cases",
 )
 
 
