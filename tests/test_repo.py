@@ -135,3 +135,13 @@ def test_the_outside_reference_scanner_catches_planted_references(tmp_path):
     code = tmp_path / "mod.py"
     assert outside_references(code, "y = fns[k](x)\n", tmp_path) == []  # code, not a link
     assert outside_references(code, "# [x](missing.md)\n", tmp_path)  # a comment is Markdown
+
+
+def test_api_reference_lists_every_public_name_once():
+    """docs/api/primal_np.rst names each entry of primal_np.__all__ exactly once."""
+    import primal_np
+
+    text = (ROOT / "docs" / "api" / "primal_np.rst").read_text()
+    listed = re.findall(r"^\.\. (?:auto\w+:: primal_np\.|py:data:: )(\w+)", text, flags=re.M)
+    assert sorted(listed) == sorted(primal_np.__all__)
+    assert len(listed) == len(set(listed))
