@@ -54,13 +54,13 @@ hand: edit a script and run `python derivations/build_readme.py`. -->
 
 Every hand-written backward pass of primal_np's attention and KSVD code (primitives, dual
 attention, feature maps, scores, KSVD, the KSVD loss, the Primal-Attention layer, the steps
-KEP-SVGP attention adds), and the KSVD theory the layer rests on (THEORY.md §2–3), is
-derived here with SymPy and compared with the formula primal_np implements — exactly, on
-explicit small matrices of real scalar symbols — and then primal_np's own function is
-checked numerically against the SymPy result. Not here: `mha_attention_backward` and
-`scores_from_x_backward`, which only chain backward passes proved below (their compositions
-are tested numerically in `tests/`), and modules outside that core (`primal_np/nn`, `optim`,
-…).
+KEP-SVGP attention adds), and the
+KSVD theory the layer rests on ([docs/theory.md](../docs/theory.md) §2–§3), is derived here with SymPy and compared
+with the formula primal_np implements — exactly, on explicit small matrices of real scalar
+symbols — and then primal_np's own function is checked numerically against the SymPy
+result. Not here: `mha_attention_backward` and `scores_from_x_backward`, which only chain
+backward passes proved below (their compositions are tested numerically in `tests/`), and
+modules outside that core (`primal_np/nn`, `optim`, …).
 
 Run one derivation: `python derivations/derive_<topic>.py` (prints its section; exits non-zero
 if any proof or check fails). Run them all as tests: `python -m pytest -q derivations`.
@@ -132,9 +132,16 @@ def modules() -> list:
     return [importlib.import_module(f"derive_{slug}") for slug in ORDER]
 
 
+def heading_anchor(title: str) -> str:
+    """The anchor GitHub and MyST (the docs site) both give a heading: lower case, anything
+    but word characters, spaces and hyphens dropped, spaces turned into hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
 def assemble(sections: list[str], metrics: list[dict], timings: str) -> str:
     rows = "\n".join(
-        f"| [`derive_{m['slug']}.py`](#{m['slug']}) | {m['title']} | {m['steps']} | {m['exact']} "
+        f"| [`derive_{m['slug']}.py`](#{heading_anchor(m['title'])}) | {m['title']} "
+        f"| {m['steps']} | {m['exact']} "
         f"| {m['rejected']} | {m['numeric']} |"
         for m in metrics
     )

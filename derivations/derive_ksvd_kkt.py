@@ -1,4 +1,4 @@
-"""KSVD (THEORY §2): the Lagrangian, its six KKT conditions, and the shifted eigenvalue problem.
+"""KSVD (docs/theory.md §2.2–§2.5): the Lagrangian, its six KKT conditions, and the shifted eigenvalue problem.
 
 primal_np.ksvd: kkt_residuals, kkt_weights, ksvd, shifted_eigen_residual.
 Run: python derivations/derive_ksvd_kkt.py

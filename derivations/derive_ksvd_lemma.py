@@ -1,4 +1,4 @@
-"""The zero-value lemma (THEORY §3): J = 0 at every KSVD solution, and why J = 0 is not enough.
+"""The zero-value lemma (docs/theory.md §3): J = 0 at every KSVD solution, and why J = 0 is not enough.
 
 primal_np.ksvd: ksvd, kkt_weights, ksvd_objective, ksvd_objective_terms, kkt_residuals.
 Run: python derivations/derive_ksvd_lemma.py

@@ -354,7 +354,7 @@ def reparametrisation(st):
         Numerically, for every square and trace, `ksvd_loss` in the code's quadratic and token
         mean with $\lambda$ equals `ksvd_loss` in the paper's with $\lambda^2/N$, and the λ-gradients
         of `ksvd_loss_backward` satisfy the chain rule above; and one problem's $j$ (B = H = 1,
-        `square="problem"`, so $L = j^2$) equals `ksvd_objective` (THEORY §2's $J$) of
+        `square="problem"`, so $L = j^2$) equals `ksvd_objective` (the $J$ of docs/theory.md §2.1) of
         $\Phi_q, \Phi_k$, $W_e, W_r$ with $\Lambda = \lambda^2/N$ and $E = \Phi_q W_e$, $R = \Phi_k W_r$.
         """
     )

@@ -23,7 +23,7 @@ D = Derivation(
     "scores",
     "Primal and dual scores, kernel matrix, KKT weights",
     r"""
-    THEORY §2: primal scores $E = \Phi_q W_e$, $R = \Phi_k W_r$; dual scores $E = K H_r$,
+    docs/theory.md §2.6: primal scores $E = \Phi_q W_e$, $R = \Phi_k W_r$; dual scores $E = K H_r$,
     $R = K^\top H_e$ with $K = \Phi_q \Phi_k^\top$; KKT weights $W_e = \Phi_k^\top H_r$,
     $W_r = \Phi_q^\top H_e$. Sizes: N = 3 tokens, p = 2 features, s = 2 directions.
     """,
@@ -134,7 +134,7 @@ def weights(st):
     st.exact(r"$\bar H_e = \Phi_q \bar W_r$", grad(L, He), Pq * Wrb)
     st.exact(r"$\bar H_r = \Phi_k \bar W_e$", grad(L, Hr), Pk * Web)
     st.text(
-        r"Primal–dual equality of the scores at the KKT weights, for any $\Phi$, $H$ (THEORY §2):"
+        r"Primal–dual equality of the scores at the KKT weights, for any $\Phi$, $H$ (docs/theory.md §2.6):"
     )
     K = Pq * Pk.T
     st.exact(

@@ -346,7 +346,7 @@ class Derivation:
         """The script's README section (deterministic: no timings, no measured errors)."""
         body = "\n\n".join(s.markdown() for s in self.run_all())
         return (
-            f'<a id="{self.slug}"></a>\n\n## {self.title}\n\n'
+            f"## {self.title}\n\n"
             f"Script: [`derive_{self.slug}.py`](derive_{self.slug}.py)\n\n{self.summary}\n\n{body}\n"
         )
 

@@ -23,8 +23,9 @@
 # the dual form, measures the asymmetry, and builds a **primal** (finite-feature)
 # approximation of softmax attention with positive random features.
 #
-# Theory: THEORY.md §1 *Attention is an asymmetric kernel machine*. Everything below calls
-# `primal_np`; nothing is re-implemented here.
+# Theory: [docs/theory.md §1](../docs/theory.md#1-attention-is-an-asymmetric-kernel-machine)
+# *Attention is an asymmetric kernel machine*. Everything below calls `primal_np`; nothing
+# is re-implemented here.
 
 # %%
 import os
@@ -122,7 +123,7 @@ plt.show()
 # $o_i = \sum_j \kappa(x_i, x_j)\, v_j$ has the shape of a kernel machine's dual
 # representation $f(x) = \sum_j \alpha_j \kappa(x, x_j)$: the values $v_j$ play the role of
 # the dual coefficients $\alpha_j$, one per training point (token). In the KSVD view
-# (THEORY.md §2, notebook 2) the dual projection scores are
+# (docs/theory.md §2.6, notebook 2) the dual projection scores are
 #
 # $$ e(x_i) = \sum_j \kappa(x_i, x_j)\, h_{r_j}, \qquad r(x_j) = \sum_i \kappa(x_i, x_j)\, h_{e_i},
 # \qquad E = K H_r,\quad R = K^\top H_e, $$

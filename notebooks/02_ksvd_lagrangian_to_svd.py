@@ -22,8 +22,8 @@
 # shown, not re-derived), the shifted eigenvalue problem, the equivalence of the primal
 # and dual representations, and the zero-value lemma together with its caveat.
 #
-# Theory: THEORY.md §2 *Asymmetric kernel SVD (KSVD) in the primal* and §3 *Lemma: the
-# stationary solution has J = 0*.
+# Theory: [docs/theory.md](../docs/theory.md) §2 *Asymmetric kernel SVD (KSVD) in the primal*
+# and §3 *The zero-value lemma*.
 #
 # For one head and one sequence, with feature maps $\varphi_q, \varphi_k$ (stacked as rows
 # in $\Phi_q, \Phi_k \in \mathbb R^{N\times p}$) and $s \le p$ projection directions:
@@ -143,7 +143,7 @@ for name, val in res._asdict().items():
 # %% [markdown]
 # ## Primal and dual representations are the same function
 #
-# The same scores can be computed in two ways (THEORY.md §2):
+# The same scores can be computed in two ways (docs/theory.md §2.6):
 #
 # $$
 # \text{primal: } e(x) = W_e^\top\varphi_q(x),\; r(x) = W_r^\top\varphi_k(x);
@@ -192,7 +192,7 @@ print(f"out of sample  r(x*): {rel(R_new_primal, K_train_new.T @ sp.H_e):.1e}")
 # %% [markdown]
 # ## The zero-value lemma: $J = 0$ at the stationary point
 #
-# At any solution of the shifted eigenvalue problem $J = 0$ (THEORY.md §3): the two
+# At any solution of the shifted eigenvalue problem $J = 0$ (docs/theory.md §3): the two
 # quadratic terms each equal $\tfrac12\sum_l\sigma_l\lVert h_{e,l}\rVert^2$ and the trace
 # equals $\sum_l\sigma_l\lVert h_{e,l}\rVert^2$. The paper trains with this: instead of
 # computing an SVD, it adds $\eta\sum_\text{layers} J^2$ to the task loss.

@@ -23,8 +23,9 @@
 # weights, checks the paper ↔ code conventions numerically ($\Lambda_\text{paper} = \lambda^2/N$),
 # and measures time and memory against N for the primal and the canonical layer.
 #
-# Theory: THEORY.md §4 *The Primal-Attention layer (what the paper trains)*; every
-# convention of the authors' code: [docs/conformance.md](../docs/conformance.md).
+# Theory: [docs/theory.md §4](../docs/theory.md#4-the-primal-attention-layer) *The
+# Primal-Attention layer*; every convention of the authors' code:
+# [docs/conformance.md](../docs/conformance.md).
 
 # %%
 import os
@@ -63,7 +64,7 @@ y, cache = pn.primal_attention(x, params, cfg)
 print("x", x.shape, "→ y", y.shape)
 
 # %% [markdown]
-# `pn.primal_attention` is one call. Below, each step of THEORY.md §4 is recomputed with
+# `pn.primal_attention` is one call. Below, each step of docs/theory.md §4.1 is recomputed with
 # primal_np's own building blocks (`pn.linear`, `pn.split_heads`, `pn.cosine_normalize`,
 # `pn.primal_scores`, `pn.merge_heads`) and checked against the layer's cache; the printed
 # shapes are the point.
@@ -139,7 +140,7 @@ for name, shape in big[:5]:
 # weights are recomputed for every sequence from shared parameters $W_e \in \mathbb R^{n\times s}$.
 # Positions follow the authors' `torch.linspace(0, N − 1, n, dtype=int)`; the LRA layer
 # always takes $n = s\,m$ of them and repeats positions when $N < n$, the vision layer takes
-# all tokens when $N \le s\,m$ (CONFORMANCE.md, discrepancies 5 and 6).
+# all tokens when $N \le s\,m$ ([docs/conformance.md](../docs/conformance.md), discrepancies 5 and 6).
 
 # %%
 for n_tok in (4, 10, 100):

@@ -31,7 +31,7 @@
 #
 # We plot the loss curves, $J$ per layer during training, and the spectrum of the
 # attention matrices — the paper's claim that primal attention has a sharper
-# singular-value decay (THEORY.md §5 *Spectrum analysis*).
+# singular-value decay ([docs/theory.md §6](../docs/theory.md#6-spectrum-analysis) *Spectrum analysis*).
 #
 # The KSVD loss here is the authors' LRA convention (`ksvd_convention="lra"`,
 # `trace_no_x=True`): $\big(\operatorname{mean}_{b,h}\, j_{bh}\big)^2$ averaged over the primal layers,

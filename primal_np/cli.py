@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser(
         "golden",
-        help="write or check golden vectors (format: GOLDEN.md)",
+        help="write or check golden vectors (format: docs/golden-format.md)",
         description="Golden vectors for validating other implementations.",
     )
     gsub = g.add_subparsers(dest="golden_command", required=True, metavar="ACTION")

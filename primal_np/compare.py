@@ -9,7 +9,7 @@ that name the problem, never exceptions. ``str(report)`` is a table;
 ``report.to_json()`` / ``report.as_dict()`` the machine-readable form.
 
 Errors are measured relative to the size of the reference array, not entry by entry
-(an entry-wise ratio explodes at entries that are zero in exact arithmetic):
+(an entry-wise ratio explodes at entries that are zero in exact arithmetic)::
 
     err   = max_i |c_i − r_i|        rel = err / max_i |r_i|
 
@@ -107,7 +107,7 @@ _STORAGE_BITS = {np.dtype(np.float64): 53, np.dtype(np.float32): 24, np.dtype(np
 
 
 def rel_error(actual: object, reference: object) -> float:
-    """The relative error of primal_np, used everywhere (verify, tests, derivations, notebooks):
+    """The relative error of primal_np, used everywhere (verify, tests, derivations, notebooks)::
 
         rel_error(a, r) = max_i |a_i − r_i| / max_i |r_i|
 
@@ -115,7 +115,7 @@ def rel_error(actual: object, reference: object) -> float:
     entry-wise ratio explodes at entries that are zero in exact arithmetic). Edge cases:
     0.0 when a and r are both exactly zero; inf when r is all zero but a is not, when the
     shapes differ, or when either holds NaN or infinity. ``compare`` applies its bounds to
-    the same two quantities (max |a − r| and max |r|).
+    the same two quantities (``max |a − r|`` and ``max |r|``).
     """
     a = np.asarray(actual, dtype=np.float64)
     r = np.asarray(reference, dtype=np.float64)

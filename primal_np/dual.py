@@ -1,4 +1,4 @@
-"""Canonical softmax attention: the *dual* form (THEORY.md §1).
+"""Canonical softmax attention: the *dual* form (docs/theory.md §1.1).
 
 For one head, with Q ∈ R^{N×d}, K ∈ R^{M×d}, V ∈ R^{M×d_v}:
 

@@ -1,4 +1,4 @@
-"""Primal–dual equivalence, end to end from the input X (THEORY.md §2).
+"""Primal–dual equivalence, end to end from the input X (docs/theory.md §2.6).
 
 One head without biases:  Q = X W_qᵀ,  K_ = X W_kᵀ,  Φ_q = φ(Q),  Φ_k = φ(K_).
 

@@ -1,6 +1,6 @@
 """Feature maps φ: R^d → R^p that factor an asymmetric kernel κ(x, z) = ⟨φ_q(x), φ_k(z)⟩.
 
-THEORY.md §1. Each map is a pure forward/backward pair acting on the last axis:
+docs/theory.md §1.2. Each map is a pure forward/backward pair acting on the last axis:
 
     phi, cache = feature_map(x, ...)        x (..., d) → phi (..., p)
     dx = feature_map_backward(dphi, cache)
@@ -229,7 +229,7 @@ def draw_random_features(d: int, m: int, seed: int = 0, *, dtype=np.float64) -> 
 
 
 def positive_random_features(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, RandomFeatureCache]:
-    """Positive random features for the exponential kernel (THEORY.md §1).
+    """Positive random features for the exponential kernel (docs/theory.md §1.2).
 
         g(z)_l = exp(w_lᵀ z − ‖z‖²/2) / √m,    l = 1..m
 

@@ -168,8 +168,8 @@ def gradcheck(
         grads: analytic gradients of the loss, by input name, each shaped like its input.
         mode: "elementwise" (every entry, names the worst index) or "directional"
             (``n_directions`` random joint directions).
-        rtol, atol: an entry passes iff |analytic − numeric| ≤ atol + rtol·max(|a|, |n|).
-            The reported relative error is |a − n| / max(|a|, |n|, atol/rtol).
+        rtol, atol: an entry passes iff ``|analytic − numeric| ≤ atol + rtol·max(|a|, |n|)``.
+            The reported relative error is ``|a − n| / max(|a|, |n|, atol/rtol)``.
             The defaults suit O(1) losses in float64, where the central difference
             itself is accurate to about 1e-10 relative.
         seed: seeds the random directions.
@@ -307,10 +307,10 @@ def taylor_test(
 ) -> TaylorReport:
     """Taylor-remainder test of a gradient along one random direction.
 
-    For a correct gradient r(h) = |L(x+hu) − L(x) − h⟨∇L,u⟩| = O(h²), so the slope of
+    For a correct gradient ``r(h) = |L(x+hu) − L(x) − h⟨∇L,u⟩| = O(h²)``, so the slope of
     log r against log h is ≈ 2; any error in ∇L leaves an O(h) term (slope ≈ 1).
     Steps run from 1e-1 to 1e-6 (times max(1, max|x|)); the slope is fitted on the three
-    smallest steps whose remainder is above rounding level (1e3·ε·|L|). If at most one
+    smallest steps whose remainder is above rounding level (``1e3·ε·|L|``). If at most one
     is, L is linear along u and the test passes as "exact".
     """
     names = list(grads)

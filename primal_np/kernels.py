@@ -1,4 +1,4 @@
-"""Asymmetric kernel matrices (THEORY.md §1).
+"""Asymmetric kernel matrices (docs/theory.md §1).
 
 * ``kernel_matrix``: K = Φ_q Φ_kᵀ from any pair of feature maps (forward + backward).
 * ``softmax_kernel``: the kernel of canonical attention, K_ij = softmax_j(q_iᵀk_j·scale).

@@ -1,6 +1,6 @@
 """Asymmetric kernel SVD (KSVD): dual solution, KKT primal weights, residuals, objective J.
 
-THEORY.md §2–3. For one head and one sequence, Φ_q ∈ R^{N×p}, Φ_k ∈ R^{M×p}, s ≤ p:
+docs/theory.md §2–§3. For one head and one sequence, Φ_q ∈ R^{N×p}, Φ_k ∈ R^{M×p}, s ≤ p:
 
     J = ½ Σ_i e_iᵀ Λ e_i + ½ Σ_j r_jᵀ Λ r_j − Tr(W_eᵀ W_r),
         e_i = W_eᵀ φ_q(x_i),  r_j = W_rᵀ φ_k(x_j),  Λ = diag(λ_1..λ_s)

@@ -24,7 +24,7 @@ lambda_sq, mean, params, sample (mean over b), layer mean; "paper": Lambda, sum,
 problem (sum over b, h), layer sum; "kep_svgp": as "vision" but summed over layers (KEP-SVGP
 passes λ = exp(ℓ), see ``primal_np.kep_svgp.loss``). The total loss is task + η·L.
 
-Equivalence (CONFORMANCE.md, discrepancy 1–2): mean_n ½‖λ⊙e_n‖² = ½ Σ_n e_nᵀ Λ' e_n with
+Equivalence (docs/theory.md §5; docs/conformance.md, discrepancies 1–2): mean_n ½‖λ⊙e_n‖² = ½ Σ_n e_nᵀ Λ' e_n with
 Λ' = diag(λ²)/N, so the code's j equals the paper's J with Λ_paper = λ²/N.
 """
 
@@ -290,11 +290,13 @@ def ksvd_loss_backward(dloss: float, cache: KSVDLossCache) -> KSVDLossGrads:
     """Gradients of dloss·L: ``KSVDLossGrads(layers)``, one ``KSVDGrads`` (escore, rscore,
     lam, we, wr, we_x, wr_x) per layer, in the dtype of that layer's scores.
 
-    With g = ∂L/∂j_{b,h} (from the square and the reductions):
+    With g = ∂L/∂j_{b,h} (from the square and the reductions)::
+
         ∂/∂e_{b,h,n,l} = g·w_n·c_l·e_{b,h,n,l},   c = λ² ("lambda_sq") or λ ("Lambda"),
                                                    w_n = 1/N ("mean") or 1 ("sum")
         ∂/∂λ_{h,l} = Σ_b g·w·Σ_n (λ_l e² or ½e²) (+ the same for r)
         ∂/∂W_{e,h} = −(Σ_b g) W_{r,h}  (trace on params) or ∂/∂W_{e|X,b,h} = −g W_{r|X,b,h}
+
     we_x/wr_x entries are None when the trace is on the parameters.
     """
     conv = cache.convention

@@ -4,7 +4,7 @@
     O_h = softmax(Q_h K_hᵀ / sqrt(p)) V_h                         per head h, p = D / H
     Y = merge_heads(O) W_oᵀ + b_o
 
-This is the dual form of THEORY.md §1 with learned projections; the Primal-Attention
+This is the dual form of docs/theory.md §1.1 with learned projections; the Primal-Attention
 layer (``primal_np.layer``) is compared against it.
 """
 

@@ -1,6 +1,6 @@
 """Primal-Attention layer configuration, initialisation and the authors' state-dict layouts.
 
-Internal parameter names (generic across variants) and the authors' names (CONFORMANCE.md):
+Internal parameter names (generic across variants) and the authors' names (docs/conformance.md):
 
 | internal | shape | LRA ``Attention`` | vision ``PrimalAttention`` | causal ``Primal_attention`` |
 |---|---|---|---|---|
@@ -70,32 +70,38 @@ SAMPLERS = ("linspace", "all")
 
 @dataclass(frozen=True)
 class PrimalAttentionConfig:
-    """Shape and variant of one Primal-Attention layer.
+    """Shape and variant of one Primal-Attention layer (docs/theory.md §4.4).
 
-    dim: D = H·p. num_heads: H. low_rank: s. rank_multi: m (n = s·m sampled tokens).
-    variant: "lra" (separate biased Q, K projections, padding mask), "vision" (fused
-        ``qk`` projection, n = min(N, s·m) with all tokens when N ≤ s·m), or "causal"
-        (running means of q and k, data-independent weights).
-    data_dependent: W_{e|X} = Fᵀ W_e (default for lra/vision); False uses W_e ∈ R^{p_φ×s}
-        directly (the only choice for causal, where sampling F would see future tokens).
-    qk_bias: vision only; the authors' default is False.
-    num_tokens: the N the layer is built for. Needed when n depends on it: the vision
-        variant with data-dependent weights (n = min(N, s·m)), and the samplers "all"
-        (n = N) and user functions (n = len(sampler(N))).
-    feature_map: the name of a map in the feature-map registry (``FEATURE_MAPS``;
-        ``register_feature_map`` adds yours), applied to each head's q and k rows. Default
-        "cosine", the authors' x / max(‖x‖₂, 1e-12). Its output width p_φ
-        (``feature_dim``) is the first axis of data-independent W_e, W_r; data-dependent
-        weights W_{e|X} = Fᵀ W_e ∈ R^{p×s} need p_φ = p (cosine, identity).
-    feature_seed: seed of the map's own parameters (``make_params``, e.g. the random
-        projections of "positive_random"); they are fixed, not trained.
-    sampler: the token positions of F: "linspace" (the authors' integer linspace, see
-        ``sample_indices``), "all" (every token, in order), or a function of N returning
-        the positions (an integer array; it must return the same number n for every N the
-        layer sees).
-    rscores: True (the paper's layer): the head output is [E, R] W_cᵀ + b_c with W_c
-        ∈ R^{p×2s}; False (the paper's ablation "without r-scores"): E W_cᵀ + b_c with W_c
-        ∈ R^{p×s}. R is still computed (the KSVD loss reads it).
+    Attributes:
+        dim: D = H·p.
+        num_heads: H.
+        low_rank: s.
+        rank_multi: m (n = s·m sampled tokens).
+        variant: "lra" (separate biased Q, K projections, padding mask), "vision" (fused
+            ``qk`` projection, n = min(N, s·m) with all tokens when N ≤ s·m), or "causal"
+            (running means of q and k, data-independent weights).
+        data_dependent: W_{e|X} = Fᵀ W_e (default for lra/vision); False uses
+            W_e ∈ R^{p_φ×s} directly (the only choice for causal, where sampling F would
+            see future tokens).
+        qk_bias: vision only; the authors' default is False.
+        num_tokens: the N the layer is built for. Needed when n depends on it: the vision
+            variant with data-dependent weights (n = min(N, s·m)), and the samplers "all"
+            (n = N) and user functions (n = len(sampler(N))).
+        feature_map: the name of a map in the feature-map registry (``FEATURE_MAPS``;
+            ``register_feature_map`` adds yours), applied to each head's q and k rows.
+            Default "cosine", the authors' x / max(‖x‖₂, 1e-12). Its output width p_φ
+            (``feature_dim``) is the first axis of data-independent W_e, W_r;
+            data-dependent weights W_{e|X} = Fᵀ W_e ∈ R^{p×s} need p_φ = p (cosine,
+            identity).
+        feature_seed: seed of the map's own parameters (``make_params``, e.g. the random
+            projections of "positive_random"); they are fixed, not trained.
+        sampler: the token positions of F: "linspace" (the authors' integer linspace, see
+            ``sample_indices``), "all" (every token, in order), or a function of N
+            returning the positions (an integer array; it must return the same number n
+            for every N the layer sees).
+        rscores: True (the paper's layer): the head output is [E, R] W_cᵀ + b_c with
+            W_c ∈ R^{p×2s}; False (the paper's ablation "without r-scores"): E W_cᵀ + b_c
+            with W_c ∈ R^{p×s}. R is still computed (the KSVD loss reads it).
     """
 
     dim: int

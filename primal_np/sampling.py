@@ -4,7 +4,7 @@
 rows of the layer input at the sampled positions, head h's own block of channels), and
 ``sampled_rows_backward`` scatter-adds dF back into dX (repeated positions summed).
 
-The positions (docs/conformance.md, "index formula"):
+The positions (docs/conformance.md, discrepancy 5):
 
 The authors call ``torch.linspace(0, N − 1, n, dtype=int)``. PyTorch evaluates it in
 double with a two-sided formula and truncates toward zero:

@@ -1,4 +1,4 @@
-"""Projection scores in the primal and the dual representation (THEORY.md §2).
+"""Projection scores in the primal and the dual representation (docs/theory.md §2.6).
 
     primal:  E = Φ_q W_e,   R = Φ_k W_r                      (cost O(N p s), no N×N array)
     dual:    E = K H_r,     R = Kᵀ H_e,    K = Φ_q Φ_kᵀ      (cost O(N M s))

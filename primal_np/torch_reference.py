@@ -1,5 +1,5 @@
 """An independent PyTorch statement of the authors' Primal-Attention layers and KSVD
-losses, written from CONFORMANCE.md, for cross-checks only (the parity tests and the
+losses, written from docs/conformance.md, for cross-checks only (the parity tests and the
 ``verify`` parity rows). It takes the authors' state-dict names and layouts, uses torch
 autograd for gradients and shares no code with the NumPy implementation.
 

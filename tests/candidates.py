@@ -83,7 +83,7 @@ def scores_backward(phi_q, phi_k, W_e, W_r, dE, dR, *, sum_broadcast=True):
 
 
 # --------------------------------------------------------------------------- KSVD loss
-# Written from CONFORMANCE.md ("KSVD loss, per code variant") and the paper's J. A layer is
+# Written from docs/conformance.md (discrepancies 1–4, the presets) and the paper's J. A layer is
 # (escore, rscore, lam, We, Wr, we_x, wr_x); quadratic="lambda" plants the classic slip of
 # the code conventions: ½ eᵀ diag(λ) e instead of ½‖λ ⊙ e‖².
 _LOSS = {  # convention -> (quadratic, token reduction, trace on, square, layer reduction)
@@ -156,7 +156,7 @@ def ksvd_loss_backward(layers, convention, dloss, *, quadratic=None):
 
 
 # --------------------------------------------------------------------------- Primal-Attention layer
-# The authors' layers on their state dicts (CONFORMANCE.md), forward and a hand-written
+# The authors' layers on their state dicts (docs/conformance.md), forward and a hand-written
 # backward of Σ⟨dout, out⟩ + η·KSVD. Planted bugs: ``drop_rscores`` (the head output from
 # [E, 0], i.e. W_c[:, :s] only), ``index="np_linspace"`` (np.linspace(...).astype(int)),
 # ``index="shift"`` (the middle sampled index moved by one), ``quadratic="lambda"`` (the

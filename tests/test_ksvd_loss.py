@@ -140,7 +140,7 @@ def test_per_sample_and_paper_presets_written_out(rng):
 
 def test_reparametrisation_lambda_paper_equals_lambda_sq_over_n(rng):
     """The code's per-(b, h) term with λ equals the paper's J with Λ = λ²/N — shown against
-    ``ksvd_objective`` (THEORY §2's J) on the layer's own features and W_{e|X}."""
+    ``ksvd_objective`` (the J of docs/theory.md §2.1) on the layer's own features and W_{e|X}."""
     cfg = PrimalAttentionConfig(dim=6, num_heads=2, low_rank=2, rank_multi=3)
     params = init_primal_attention_params(cfg, seed=2)
     x = rng.standard_normal((2, 7, 6))

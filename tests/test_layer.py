@@ -52,7 +52,7 @@ def test_whole_layer_and_loss_finite_differences(rng, name):
 
 
 def test_structure_matches_the_equations(rng):
-    """Recompute one head's output from the formulas of THEORY §4 with plain NumPy."""
+    """Recompute one head's output from the formulas of docs/theory.md §4.1 with plain NumPy."""
     cfg = PrimalAttentionConfig(dim=6, num_heads=2, low_rank=2, rank_multi=2)
     P = init_primal_attention_params(cfg, seed=1)
     x = rng.standard_normal((1, 7, 6))

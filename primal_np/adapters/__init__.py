@@ -3,12 +3,14 @@
 One ``check_*`` function per op runs the candidate over a grid of shapes, variants
 and precisions and judges every output and gradient with ``primal_np.compare``:
 
-| function | op | candidate forward |
-|---|---|---|
-| ``check_dual_attention`` | canonical softmax attention | ``fn(q, k, v, mask, causal, scale) -> out`` |
-| ``check_primal_scores`` | E = Φ_q W_e, R = Φ_k W_r | ``fn(phi_q, phi_k, W_e, W_r) -> (E, R)`` |
-| ``check_ksvd_loss`` | the KSVD loss, per convention | ``fn(layers, convention) -> loss`` |
-| ``check_primal_attention`` | the authors' Primal-Attention layer | ``fn(x, state_dict, mask, config) -> {"out", "escore", "rscore"}`` |
+==========================  ===================================  ==================================================================
+function                    op                                   candidate forward
+==========================  ===================================  ==================================================================
+``check_dual_attention``    canonical softmax attention          ``fn(q, k, v, mask, causal, scale) -> out``
+``check_primal_scores``     E = Φ_q W_e, R = Φ_k W_r             ``fn(phi_q, phi_k, W_e, W_r) -> (E, R)``
+``check_ksvd_loss``         the KSVD loss, per convention        ``fn(layers, convention) -> loss``
+``check_primal_attention``  the authors' Primal-Attention layer  ``fn(x, state_dict, mask, config) -> {"out", "escore", "rscore"}``
+==========================  ===================================  ==================================================================
 
 Each takes an optional ``backward`` (documented with the function); without it only
 the forward outputs are checked. The machinery is generic (``primal_np.adapters.core``):

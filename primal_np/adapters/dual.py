@@ -16,9 +16,9 @@ __all__ = ["AttentionPoint", "DUAL_ATTENTION_GRID", "check_dual_attention"]
 
 @dataclass(frozen=True)
 class AttentionPoint:
-    """One dual-attention grid point: q (*batch, n, d), k (*batch, m, d), v (*batch, m, dv).
+    """One dual-attention grid point: q ``(*batch, n, d)``, k ``(*batch, m, d)``, v ``(*batch, m, dv)``.
 
-    mask: None; "random" (shape (*batch, n, m), every row sees a key); "empty-row"
+    mask: None; "random" (shape ``(*batch, n, m)``, every row sees a key); "empty-row"
     (same, one query row of the first batch element sees no key); "broadcast" (shape
     (n, m), shared by all batch elements and heads, with a fully masked row).
     """

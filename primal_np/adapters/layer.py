@@ -1,6 +1,6 @@
 """Adapter spec of the authors' Primal-Attention layer with its KSVD loss: ``check_primal_attention``.
 
-The candidate works on the authors' state dict (CONFORMANCE.md names and layouts, plain
+The candidate works on the authors' state dict (docs/conformance.md names and layouts, plain
 NumPy arrays), so that the authors' own PyTorch modules can be wrapped as they are.
 """
 
@@ -89,7 +89,7 @@ PRIMAL_ATTENTION_GRID = (
     LayerPoint("lra", 5, mask=True),  # N < n = 6: indices repeat
     LayerPoint("lra", 5, batch=3, trace_no_x=False),
     # N = 31, n = 27: torch's two-sided linspace gives index 15 at i = 13,
-    # np.linspace(0, 30, 27).astype(int) gives 14 (CONFORMANCE.md, index formula)
+    # np.linspace(0, 30, 27).astype(int) gives 14 (docs/conformance.md, discrepancy 5)
     LayerPoint("lra", 31, rank=3, rank_multi=9, mask=True),
     LayerPoint("vision", 7, rank_multi=4),  # N ≤ s·m: all tokens, in order
     LayerPoint("vision", 6, qk_bias=True, trace_no_x=False),
@@ -204,12 +204,12 @@ def check_primal_attention(
     k: float = DEFAULT_K,
     seed: int = 0,
 ) -> AdapterReport:
-    """Check a Primal-Attention layer, with its KSVD loss, against ``primal_np`` (CONFORMANCE.md).
+    """Check a Primal-Attention layer, with its KSVD loss, against ``primal_np`` (docs/conformance.md).
 
     ``fn(x, state_dict, mask, config) -> dict``:
 
     - ``x`` (B, N, D) layer input;
-    - ``state_dict``: the authors' names and layouts (CONFORMANCE.md; LRA ``W_q.weight``,
+    - ``state_dict``: the authors' names and layouts (docs/conformance.md; LRA ``W_q.weight``,
       ..., ``We``, ``attn.Lambda``, ``ff.bias``; vision ``qk.weight``, ``we``, ``Lambda``,
       ``proj.weight``, ...; causal ``query_projection.weight``, ..., ``out_projection.bias``),
       NumPy arrays in the checked precision: load them into the authors' module;

@@ -196,7 +196,7 @@ def check_ksvd_loss(
     k: float = DEFAULT_K,
     seed: int = 0,
 ) -> AdapterReport:
-    """Check a KSVD loss against ``primal_np.ksvd_loss`` (CONFORMANCE.md, "KSVD loss").
+    """Check a KSVD loss against ``primal_np.ksvd_loss`` (docs/theory.md §5; docs/conformance.md, discrepancies 1–4).
 
     ``fn(layers, convention) -> loss`` (a float or 0-d array). ``layers``: one
     ``primal_np.KSVDTerms`` per layer, a NamedTuple that unpacks as

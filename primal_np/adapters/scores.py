@@ -16,7 +16,7 @@ __all__ = ["ScoresPoint", "PRIMAL_SCORES_GRID", "check_primal_scores"]
 
 @dataclass(frozen=True)
 class ScoresPoint:
-    """One grid point: phi_q (*batch, n, p), phi_k (*batch, m, p), W_e, W_r (*w_batch, p, s).
+    """One grid point: phi_q ``(*batch, n, p)``, phi_k ``(*batch, m, p)``, W_e, W_r ``(*w_batch, p, s)``.
 
     ``w_batch`` None means ``batch`` (one W per leading index); a shorter tuple
     broadcasts (per-head weights (H, p, s) against features (B, H, N, p)), so the
@@ -103,7 +103,7 @@ def check_primal_scores(
     k: float = DEFAULT_K,
     seed: int = 0,
 ) -> AdapterReport:
-    """Check the primal projection scores against ``primal_scores`` (THEORY.md §2).
+    """Check the primal projection scores against ``primal_scores`` (docs/theory.md §2.6).
 
     ``fn(phi_q, phi_k, W_e, W_r) -> (E, R)``: phi_q (..., N, p), phi_k (..., M, p),
     W_e, W_r (..., p, s), leading axes broadcast (NumPy rules) → E = phi_q @ W_e

@@ -1,4 +1,4 @@
-"""Golden vectors on disk — the format of ../shared/spec/GOLDEN.md (a public contract).
+"""Golden vectors on disk — the format of docs/golden-format.md (a public contract).
 
     DIR/manifest.json      {"format": "primal_np-golden", "version": 1, ...,"cases": [...]}
     DIR/<case>.npz         arrays named input.* / param.* / output.* / cotangent.* / grad.*
@@ -49,7 +49,7 @@ _CASE_MODULES = (
 
 
 class GoldenFormatError(ValueError):
-    """A golden directory or candidate file that does not follow GOLDEN.md."""
+    """A golden directory or candidate file that does not follow docs/golden-format.md."""
 
 
 Recompute = Callable[[dict[str, np.ndarray], np.dtype], dict[str, np.ndarray]]

@@ -1,4 +1,4 @@
-"""``golden check``: compare a candidate ``.npz`` with a golden case (GOLDEN.md, "Reading and checking").
+"""``golden check``: compare a candidate ``.npz`` with a golden case (docs/golden-format.md, "Reading and checking").
 
 The candidate holds the case's ``output.*`` and ``grad.*`` arrays, computed by the
 implementation under test from the case's ``input.*``, ``param.*`` and
@@ -142,7 +142,7 @@ def check_candidate(
 
     Returns the ``CompareReport`` over the case's ``output.*`` and ``grad.*`` arrays.
     Raises ``GoldenFormatError`` (one line naming the file and the problem) when the
-    directory or the candidate file cannot be read as GOLDEN.md says.
+    directory or the candidate file cannot be read as docs/golden-format.md says.
     """
     directory, candidate = Path(directory), Path(candidate)
     manifest = read_manifest(directory)

@@ -1,4 +1,4 @@
-"""Spectrum analysis of attention matrices (THEORY.md §5).
+"""Spectrum analysis of attention matrices (docs/theory.md §6).
 
 For each attention layer of a model, the normalised cumulative singular values
 cumsum(σ)/sum(σ) of its N×N attention matrices, averaged over inputs and heads — the

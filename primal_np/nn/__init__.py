@@ -4,13 +4,15 @@ Every op follows the package convention ``out, cache = op(...)`` /
 ``grads = op_backward(dout, cache)``; the attention layer itself is
 ``primal_np.mha`` (canonical) or the Primal-Attention layer.
 
-| module | ops |
-|---|---|
-| ``embedding`` | token lookup, learned positions (y = x + P[:N]), sinusoidal positions |
-| ``norm`` | LayerNorm over the last axis (PyTorch semantics) |
-| ``mlp`` | exact GELU, the D → hidden → D MLP block |
-| ``pooling`` | masked mean pooling, CLS pooling |
-| ``losses`` | softmax cross-entropy from logits, accuracy |
+=============  ======================================================================
+module         ops
+=============  ======================================================================
+``embedding``  token lookup, learned positions (y = x + P[:N]), sinusoidal positions
+``norm``       LayerNorm over the last axis (PyTorch semantics)
+``mlp``        exact GELU, the D → hidden → D MLP block
+``pooling``    masked mean pooling, CLS pooling
+``losses``     softmax cross-entropy from logits, accuracy
+=============  ======================================================================
 """
 
 from .embedding import (
