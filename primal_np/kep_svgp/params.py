@@ -57,25 +57,31 @@ FACTOR_LAYOUTS = ("authors", "per_output")
 class KEPSVGPConfig:
     """Shape and options of one KEP-SVGP attention layer.
 
-    dim: D = H·p. num_heads: H. low_rank: s. rank_multi: m (n = s·m sampled tokens).
-    embed_len: the N the layer is built for (their ``embed_len``); required for the vision
-        variant, where n = min(embed_len, s·m) — evenly spaced tokens when embed_len > s·m,
-        else all tokens in order — and for ``concate`` (the 2N → N map is built for it).
-    variant: "vision" (their ``CIFAR/`` and ``IMDB/`` module: fused ``qk``, ``proj``
-        created) or "cola" (``CoLA/``: a padding mask multiplies q and k before the cosine
-        map, n = s·m always with repeated positions when N < n, no ``proj``, no concate).
-    concate: V₁ = [E; R] Λ on 2N rows and the 2N → N token map after the s → p map
-        (their ``--concate``); default V₁ = (E + R) Λ.
-    qk_bias: bias on the fused ``qk`` projection (theirs: False).
-    apply_proj: False = their forward (``proj`` built, its application commented out);
-        True applies Y = O W_oᵀ + b_o, the usual output projection. Vision only.
-    factor_layout: "authors" — their covariance factor: output c of head h uses
-        M_c[a, r] = L[h, a, r, c] (docs/conformance.md); "per_output" — L[h, c] is the
-        lower-triangular Cholesky factor of S_c over the inducing index, the noise is drawn
-        independently per output, and the KL term is the exact Gaussian KL.
-    authors_squeeze: True reproduces their ``.squeeze()`` on the noise term: shapes where
-        their forward raises (a size-1 axis among (B, H, N, s) after one of size > 1) raise
-        here too; where it runs the result is unchanged.
+    Attributes:
+        dim: D = H·p.
+        num_heads: H.
+        low_rank: s.
+        rank_multi: m (n = s·m sampled tokens).
+        embed_len: the N the layer is built for (their ``embed_len``); required for the
+            vision variant, where n = min(embed_len, s·m) — evenly spaced tokens when
+            embed_len > s·m, else all tokens in order — and for ``concate`` (the 2N → N
+            map is built for it).
+        variant: "vision" (their ``CIFAR/`` and ``IMDB/`` module: fused ``qk``, ``proj``
+            created) or "cola" (``CoLA/``: a padding mask multiplies q and k before the
+            cosine map, n = s·m always with repeated positions when N < n, no ``proj``,
+            no concate).
+        concate: V₁ = [E; R] Λ on 2N rows and the 2N → N token map after the s → p map
+            (their ``--concate``); default V₁ = (E + R) Λ.
+        qk_bias: bias on the fused ``qk`` projection (theirs: False).
+        apply_proj: False = their forward (``proj`` built, its application commented
+            out); True applies Y = O W_oᵀ + b_o, the usual output projection. Vision only.
+        factor_layout: "authors" — their covariance factor: output c of head h uses
+            M_c[a, r] = L[h, a, r, c] (docs/conformance.md); "per_output" — L[h, c] is the
+            lower-triangular Cholesky factor of S_c over the inducing index, the noise is
+            drawn independently per output, and the KL term is the exact Gaussian KL.
+        authors_squeeze: True reproduces their ``.squeeze()`` on the noise term: shapes
+            where their forward raises (a size-1 axis among (B, H, N, s) after one of
+            size > 1) raise here too; where it runs the result is unchanged.
     """
 
     dim: int
