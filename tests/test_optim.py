@@ -115,7 +115,7 @@ def test_adam_keeps_every_dtype_and_shape_including_0d(rng, dtype, kw):
         for a in (new[n], state[f"m/{n}"], state[f"v/{n}"]):
             assert a.dtype == dtype and a.shape == p.shape, n
             assert isinstance(a, np.ndarray), (n, type(a))  # not a NumPy scalar for 0-d
-        assert rel_err(new[n].astype(np.float64), ref[n]) < tol, n
+        assert rel_error(new[n].astype(np.float64), ref[n]) < tol, n
 
 
 def test_adam_casts_moments_of_another_dtype_to_the_parameters(rng):
@@ -248,6 +248,19 @@ def test_clip_grad_norm_semantics(rng):
     assert g32["x"].dtype == np.float32  # 0-d too: no float64 from NumPy 1.x promotion
     assert isinstance(g32["s"], np.ndarray) and g32["s"].dtype == np.float32
     assert clip_grad_norm({}, 1.0) == ({}, 0.0)
+
+
+def test_clip_grad_norm_of_gradients_whose_squares_overflow():
+    """‖g‖ = 5e200 is finite although ‖g‖² is not: measured and clipped (3-4-5 triangle),
+    also when the caller raises on overflow (the training loop does)."""
+    grads = {"a": np.array([3e200, 0.0]), "b": np.array([[4e200]])}
+    with np.errstate(over="raise", invalid="raise"):
+        clipped, total = clip_grad_norm(grads, 1.0)
+    assert total == pytest.approx(5e200, rel=1e-15)
+    np.testing.assert_allclose(clipped["a"], [0.6, 0.0], rtol=1e-12)
+    np.testing.assert_allclose(clipped["b"], [[0.8]], rtol=1e-12)
+    with pytest.raises(ValueError, match="gradient norm is not finite: it overflows float64"):
+        clip_grad_norm({"a": np.array([1.5e308, 1.5e308])}, 1.0)  # ‖g‖ ≈ 2.1e308
 
 
 def test_clip_grad_norm_bad_input():
