@@ -136,6 +136,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return fail(str(exc))
     except MemoryError:
         return fail("not enough memory for this configuration (lower --dim, --depth or --n-train)")
+    except OSError as exc:  # the environment (a checkpoint path's filesystem, ...)
+        return fail(str(exc))
     summary = {
         "model": cfg.model,
         "task": cfg.task,

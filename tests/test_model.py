@@ -244,6 +244,9 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert [r["step"] for r in full.history] == [0, 3, 6, 8]
     assert no_seconds(resumed.history) == no_seconds(full.history)
     assert resumed.j_per_layer == full.j_per_layer
+    assert resumed.ksvd_loss_per_layer == full.ksvd_loss_per_layer
+    assert (resumed.train_task_loss, resumed.val_accuracy) == (full.train_task_loss,
+                                                               full.val_accuracy)  # fmt: skip
     assert (resumed.accuracy, resumed.test_task_loss) == (full.accuracy, full.test_task_loss)
     meta = json.loads((ck / "checkpoint.json").read_text())
     assert meta["train_config"]["steps"] == 8 and meta["metrics"]["accuracy"] == full.accuracy

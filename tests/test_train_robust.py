@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -39,9 +40,17 @@ BASE = ["train", "--quiet", "--steps", "2", "--n-train", "32", "--n-val", "16", 
         "16", "--batch-size", "8", "--dim", "8", "--heads", "2", "--low-rank", "2",
         "--rank-multi", "2", "--eval-every", "2"]  # fmt: skip
 
-# (id, extra argv, the flag the message names, a fragment of the message). "{file}" is an
-# existing regular file, "{dir}" an empty directory, "{missing}" a path that does not exist.
-TRAIN_FLAG_CASES = [
+
+class FlagCase(NamedTuple):
+    id: str
+    argv: list  # appended to BASE; "{file}" is an existing regular file, "{dir}" an empty
+    #             directory, "{missing}" a path that does not exist
+    flag: str  # the flag the one-line message must name
+    fragment: str  # and a fragment of that message
+    code: int = 2  # the exit status
+
+
+TRAIN_FLAG_CASES = [FlagCase(*row) for row in [
     ("steps-zero", ["--steps", "0"], "--steps", "must be >= 1, got 0"),
     ("steps-text", ["--steps", "ten"], "--steps", "invalid int value: 'ten'"),
     ("batch-size-zero", ["--batch-size", "0"], "--batch-size", "must be >= 1"),
@@ -106,7 +115,7 @@ TRAIN_FLAG_CASES = [
     ("resume-missing", ["--resume", "{missing}"], "--resume", "no such directory"),
     ("resume-a-file", ["--resume", "{file}"], "--resume", "is not a directory"),
     ("resume-empty-dir", ["--resume", "{dir}"], "--resume", "has no checkpoint.json"),
-]  # fmt: skip
+]]  # fmt: skip
 
 
 def _paths(tmp_path):
@@ -136,18 +145,17 @@ def test_the_base_run_of_the_table_works(capsys):
     assert main(BASE) == 0  # so every row below fails because of its own flag
 
 
-@pytest.mark.parametrize("case", TRAIN_FLAG_CASES, ids=[c[0] for c in TRAIN_FLAG_CASES])
+@pytest.mark.parametrize("case", TRAIN_FLAG_CASES, ids=[c.id for c in TRAIN_FLAG_CASES])
 def test_train_flag_bad_values(case, tmp_path, capsys, no_training):
-    _, extra, flag, fragment = case
     paths = _paths(tmp_path)
-    argv = BASE + [a.format(**paths) for a in extra]
+    argv = BASE + [a.format(**paths) for a in case.argv]
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse's own refusals (types, choices)
         code = exc.code
-    assert code == 2
+    assert code == case.code
     err = _one_line_error(capsys)
-    assert flag in err and fragment in err, err
+    assert case.flag in err and case.fragment in err, err
 
 
 def test_every_train_flag_has_a_row():
@@ -158,7 +166,7 @@ def test_every_train_flag_has_a_row():
     takes_value = {
         opt for a in train_parser._actions if a.nargs != 0 for opt in a.option_strings
     } - {"-h", "--help"}
-    covered = {case[2] for case in TRAIN_FLAG_CASES}
+    covered = {case.flag for case in TRAIN_FLAG_CASES}
     assert takes_value <= covered, sorted(takes_value - covered)
 
 

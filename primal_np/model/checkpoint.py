@@ -248,7 +248,11 @@ def _read_arrays(d: Path, meta: dict) -> dict[str, np.ndarray]:
     path = d / name
     if not path.is_file():
         raise CheckpointError(d, f"{name} (named by {META}) is missing")
-    if _sha256(path) != digest:
+    try:
+        actual = _sha256(path)
+    except OSError as exc:
+        raise CheckpointError(d, f"{name} cannot be read: {exc.strerror or exc}") from None
+    if actual != digest:
         raise CheckpointError(d, f"{name} does not match the SHA-256 in {META} (truncated or "
                               "modified after it was written)")  # fmt: skip
     try:
