@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -59,7 +60,7 @@ def _cmd_golden_check(args: argparse.Namespace) -> int:
 
 def _parse_task_param(text: str) -> tuple[str, object]:
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--task-param takes KEY=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"takes KEY=VALUE, got {text!r}")
     key, raw = text.split("=", 1)
     for conv in (int, float):
         try:
@@ -69,20 +70,44 @@ def _parse_task_param(text: str) -> tuple[str, object]:
     return key, raw
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .model.train import TrainConfig, TrainingDiverged, train
+# TrainConfig field → the train flag that sets it (messages name the flag)
+TRAIN_FLAGS = {
+    "model": "--model", "task": "--task", "task_params": "--task-param", "steps": "--steps",
+    "eta": "--eta", "low_rank": "--low-rank", "rank_multi": "--rank-multi", "dim": "--dim",
+    "depth": "--depth", "num_heads": "--heads", "batch_size": "--batch-size", "lr": "--lr",
+    "seed": "--seed", "eval_every": "--eval-every", "n_train": "--n-train", "n_val": "--n-val",
+    "n_test": "--n-test",
+    "checkpoint_dir": "--checkpoint", "checkpoint_every": "--checkpoint-every",
+    "ksvd_convention": "--ksvd-convention", "pooling": "--pooling", "positions": "--positions",
+    "feature_map": "--feature-map", "trace_no_x": "--trace-x",
+    "data_dependent": "--data-independent", "rscores": "--no-rscores", "resume": "--resume",
+}  # fmt: skip
+
+
+def _train_config(args: argparse.Namespace):
+    """The TrainConfig of the flags (flag-level checks first: one message, exit 2)."""
+    from .model.train import TrainConfig, TrainConfigError
 
     overrides = {
         "model": args.model, "task": args.task, "steps": args.steps, "eta": args.eta,
         "low_rank": args.low_rank, "rank_multi": args.rank_multi, "dim": args.dim,
         "depth": args.depth, "num_heads": args.heads, "batch_size": args.batch_size,
         "lr": args.lr, "seed": args.seed, "eval_every": args.eval_every,
-        "n_train": args.n_train, "checkpoint_dir": args.checkpoint,
+        "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
+        "checkpoint_dir": args.checkpoint,
         "checkpoint_every": args.checkpoint_every, "ksvd_convention": args.ksvd_convention,
         "pooling": args.pooling, "positions": args.positions, "feature_map": args.feature_map,
     }  # fmt: skip
-    kw = {k: v for k, v in overrides.items() if v is not None}
+    kw: dict = {k: v for k, v in overrides.items() if v is not None}
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise TrainConfigError("checkpoint_every", f"must be >= 1, got {args.checkpoint_every}")
+    if args.resume is not None and not args.resume:
+        raise TrainConfigError("resume", "must name a checkpoint directory, got ''")
     if args.task_param:
+        keys = [k for k, _ in args.task_param]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise TrainConfigError("task_params", f"sets {twice} more than once")
         kw["task_params"] = dict(args.task_param)
     if args.trace_x:
         kw["trace_no_x"] = False
@@ -90,15 +115,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
         kw["data_dependent"] = False
     if args.no_rscores:
         kw["rscores"] = False
+    return TrainConfig(**kw)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .model.train import CheckpointError, TrainConfigError, TrainingDiverged, train
+
+    def fail(message: str) -> int:
+        print("train: " + " ".join(message.split()), file=sys.stderr)  # one line
+        return 2
+
     try:
-        cfg = TrainConfig(**kw)
+        cfg = _train_config(args)
         result = train(cfg, progress=not args.quiet, resume=args.resume)
     except TrainingDiverged as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 3
+    except TrainConfigError as exc:
+        return fail(exc.render(TRAIN_FLAGS))
+    except CheckpointError as exc:
+        return fail(f"{TRAIN_FLAGS[exc.role]} {exc.path}: {exc.problem}")
     except (ValueError, TypeError) as exc:
-        print(f"train: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
+    except MemoryError:
+        return fail("not enough memory for this configuration (lower --dim, --depth or --n-train)")
+    except OSError as exc:  # the environment (a checkpoint path's filesystem, ...)
+        return fail(str(exc))
     summary = {
         "model": cfg.model,
         "task": cfg.task,
@@ -129,8 +171,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line on stderr (exit 2), naming the flag; --help has the rest."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m primal_np",
         description="Reference NumPy implementation of canonical (dual) attention and "
         "Primal-Attention (KSVD, primal form).",
@@ -220,8 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
         + ". Tasks: listops and retrieval (classification: encoder, padding mask, pooling); "
         "markov (next-token prediction: a decoder with causal attention, primal layers in "
         "the causal variant). Progress goes to stderr (tqdm when installed and on a terminal).",
-        epilog="Exit status: 0 done; 2 bad configuration (before training starts); 3 the loss "
-        "went non-finite (the step and layer are named, the last good checkpoint is kept).",
+        epilog="Exit status: 0 done; 2 bad input or environment: a flag's value, a --task-param, "
+        "an unwritable --checkpoint directory or an unusable --resume checkpoint (one line "
+        "naming the flag, before training starts); 3 training diverged: a non-finite value in "
+        "the loss, a layer's output, the logits, the KSVD loss, a gradient, or the parameters "
+        "after an update (the step and the place are named, and --checkpoint DIR then holds "
+        "the last state whose parameters and loss were finite: resume from it, e.g. with a "
+        "lower --lr). Checkpoints are written atomically (a crash leaves the previous one "
+        "intact) every --checkpoint-every N steps and at the end; --resume DIR continues "
+        "exactly where the checkpoint stopped (same flags: the same run, bit for bit).",
     )
     t.add_argument("--model", choices=list(MODELS), default="primalformer")
     t.add_argument("--task", choices=list(TASKS), default=None, help="default: listops")
@@ -252,12 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--n-train", type=int, help="training examples (default 20000)")
+    t.add_argument("--n-val", type=int, help="validation examples (default 1000)")
+    t.add_argument("--n-test", type=int, help="held-out test examples (default 2000)")
     t.add_argument("--eval-every", type=int, help="validation every N steps (default 100)")
     t.add_argument("--task-param", action="append", type=_parse_task_param, metavar="KEY=VALUE",
                    help="task generator parameter, e.g. n_pairs=16 (repeatable)")  # fmt: skip
-    t.add_argument("--checkpoint", metavar="DIR", help="save checkpoint.npz/.json into DIR")
-    t.add_argument("--checkpoint-every", type=int, help="also every N steps (needs --checkpoint)")
-    t.add_argument("--resume", metavar="DIR", help="continue from a checkpoint directory")
+    t.add_argument("--checkpoint", metavar="DIR",
+                   help="save a checkpoint into DIR at the end (and on divergence); DIR is "
+                   "created and checked for writing before training starts")  # fmt: skip
+    t.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="also save every N >= 1 steps (needs --checkpoint)")  # fmt: skip
+    t.add_argument("--resume", metavar="DIR",
+                   help="continue from the checkpoint in DIR (give the same model flags)")  # fmt: skip
     t.add_argument("--json", action="store_true", help="the last line of stdout is one JSON object")
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(func=_cmd_train)

@@ -196,6 +196,18 @@ def warmup_cosine(step: int, total: int, warmup: int, base_lr: float, min_lr: fl
 
 
 # --------------------------------------------------------------------------- clipping
+def _l2_norm(g: np.ndarray) -> float:
+    """‖g‖₂ in float64; rescaled by max|g| when the sum of squares overflows."""
+    x = g.reshape(-1).astype(np.float64, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = float(np.linalg.norm(x))
+    if math.isinf(norm) and np.all(np.isfinite(x)):
+        m = float(np.max(np.abs(x)))
+        with np.errstate(over="ignore"):
+            norm = m * float(np.linalg.norm(x / m))
+    return norm
+
+
 def clip_grad_norm(
     grads: Mapping[str, np.ndarray], max_norm: float
 ) -> tuple[dict[str, np.ndarray], float]:
@@ -206,16 +218,18 @@ def clip_grad_norm(
     as ``torch.nn.utils.clip_grad_norm_`` (norm_type 2). The 1e-6 makes the clipped
     norm slightly below ``max_norm``; as in torch, a norm within 1e-6 below
     ``max_norm`` is also scaled by a factor just under 1. Returns (new grads dict,
-    ‖g‖ before clipping). A non-finite norm raises ``ValueError`` naming the array
-    (torch's ``error_if_nonfinite=True``).
+    ‖g‖ before clipping). Finite gradients whose squares overflow are still measured
+    (the norm is then computed as max|g| · ‖g / max|g|‖); a non-finite gradient or a norm
+    beyond the float64 range raises ``ValueError`` naming the array (torch's
+    ``error_if_nonfinite=True``).
     """
     max_norm = _float_param(max_norm, "max_norm", 0.0)
     arrays = {n: np.asarray(g) for n, g in grads.items()}
     for n, g in arrays.items():
         if g.dtype.kind != "f":
             raise TypeError(f"gradient {n!r} must be floating-point, got dtype {g.dtype}")
-    norms = [np.linalg.norm(g.reshape(-1).astype(np.float64, copy=False)) for g in arrays.values()]
-    total = math.hypot(*norms)
+    norms = [_l2_norm(g) for g in arrays.values()]
+    total = math.hypot(*norms)  # hypot scales: no overflow below the float64 maximum
     if not math.isfinite(total):
         bad = [n for n, g in arrays.items() if not np.all(np.isfinite(g))]
         what = f"{bad[0]!r} holds NaN or infinity" if bad else "it overflows float64"

@@ -85,7 +85,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import index_array, positive_int
+from ._checks import index_array, positive_int, real_number
 
 __all__ = [
     "TaskData",
@@ -107,11 +107,20 @@ __all__ = [
     "markov",
     "markov_vocab",
     "markov_rules",
+    "MAX_TASK_TOKENS",
+    "MAX_VOCAB",
+    "task_length",
 ]
 
 PAD, CLS, QUERY = 0, 1, 2  # QUERY ([Q]) is used by retrieval only; BOS = CLS = 1
 IGNORE = -1  # next-token labels: nothing scored at this position
 TASK_KINDS = ("classification", "next_token")
+
+# Size limits, checked before anything is built: a task of n sequences padded to length L
+# holds several (n, L) int64 arrays, so n·L is capped (2**27 tokens: 1 GiB per array), and a
+# vocabulary (its token strings, and the model's embedding table) at 2**20 entries.
+MAX_TASK_TOKENS = 2**27
+MAX_VOCAB = 2**20
 
 
 class TaskData(NamedTuple):
@@ -130,6 +139,31 @@ def _pack(seqs: list[list[int]], max_len: int) -> tuple[np.ndarray, np.ndarray]:
     ids = np.zeros((len(seqs), max_len), dtype=np.int64)
     ids[mask] = np.concatenate(seqs)
     return ids, mask
+
+
+def _check_size(n: int, length: int, what: str, param: str) -> None:
+    """n sequences of ``length`` tokens (``what``: how the length is computed from the
+    parameter ``param`` that sets it)."""
+    if n * length > MAX_TASK_TOKENS:
+        raise ValueError(
+            f"n · {what} = {n} · {length} = {n * length} tokens exceeds the limit "
+            f"MAX_TASK_TOKENS = {MAX_TASK_TOKENS}; lower n or {param}"
+        )
+
+
+def _check_vocab(size: int, what: str) -> int:
+    if size > MAX_VOCAB:
+        raise ValueError(
+            f"{what} gives a vocabulary of {size} tokens, more than MAX_VOCAB = {MAX_VOCAB}"
+        )
+    return size
+
+
+def _probability(value: object, name: str) -> float:
+    x = real_number(value, name)
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    return x
 
 
 def _one_sequence(ids: object, vocab_size: int) -> np.ndarray:
@@ -157,21 +191,40 @@ def _apply(op: str, args: list[int]) -> int:
 
 
 def _listops_expr(
-    rng: np.random.Generator, depth: int, max_depth: int, max_args: int, branch_prob: float
-) -> tuple[list[int], int]:
-    """One random expression at nesting level ``depth`` (root = 1): (token ids, value)."""
-    op = LISTOPS_OPS[int(rng.integers(4))]
-    toks, vals = [_OPEN, _LISTOPS_ID[op]], []
-    for _ in range(int(rng.integers(2, max_args + 1))):
-        if depth < max_depth and rng.random() < branch_prob:
-            sub, val = _listops_expr(rng, depth + 1, max_depth, max_args, branch_prob)
-            toks += sub
+    rng: np.random.Generator, max_depth: int, max_args: int, branch_prob: float, budget: int
+) -> tuple[list[int], int] | None:
+    """One random expression (token ids, value), or None as soon as it exceeds ``budget``
+    tokens: an expression that cannot fit is abandoned before it is built, however large
+    max_depth, max_args and branch_prob make it. Depth first with an explicit stack (the
+    nesting may be deeper than Python's recursion limit), drawing in the order of the
+    grammar: operator, argument count, then per argument whether it is a sub-expression
+    (only below max_depth) and else its digit."""
+    toks: list[int] = []
+    stack: list[tuple[str, list[int], list[int]]] = []  # (operator, [args left], values)
+
+    def open_expression() -> None:
+        op = LISTOPS_OPS[int(rng.integers(4))]
+        toks.extend((_OPEN, _LISTOPS_ID[op]))
+        stack.append((op, [int(rng.integers(2, max_args + 1))], []))
+
+    open_expression()
+    while len(toks) <= budget:
+        op, left, vals = stack[-1]
+        if left[0] == 0:  # close this expression and hand its value to the parent
+            toks.append(_CLOSE)
+            stack.pop()
+            if not stack:
+                return (toks, _apply(op, vals)) if len(toks) <= budget else None
+            stack[-1][2].append(_apply(op, vals))
+            continue
+        left[0] -= 1
+        if len(stack) < max_depth and rng.random() < branch_prob:
+            open_expression()  # the root is level 1: len(stack) is the current level
         else:
             val = int(rng.integers(10))
             toks.append(_LISTOPS_ID[str(val)])
-        vals.append(val)
-    toks.append(_CLOSE)
-    return toks, _apply(op, vals)
+            vals.append(val)
+    return None
 
 
 def listops(
@@ -188,21 +241,24 @@ def listops(
 
     max_depth ≥ 1 levels of operators, 2..max_args (≥ 2) arguments each, each argument
     a sub-expression with probability branch_prob in [0, 1]. An expression that does not
-    fit in max_len − 1 tokens is redrawn, at most ``max_tries`` times per example.
+    fit in max_len − 1 tokens is redrawn, at most ``max_tries`` times per example; it is
+    abandoned as soon as it outgrows max_len − 1 tokens, so a draw costs O(max_len) whatever
+    the other parameters. n · max_len is at most ``MAX_TASK_TOKENS``.
     """
     n = positive_int(n, "n")
     max_depth = positive_int(max_depth, "max_depth")
     max_args = positive_int(max_args, "max_args", minimum=2)
     max_len = positive_int(max_len, "max_len", minimum=6)  # CLS + "[ OP d d ]"
     max_tries = positive_int(max_tries, "max_tries")
-    if not 0.0 <= float(branch_prob) <= 1.0:
-        raise ValueError(f"branch_prob must lie in [0, 1], got {branch_prob!r}")
+    branch_prob = _probability(branch_prob, "branch_prob")
+    _check_size(n, max_len, "max_len", "max_len")
     rng = np.random.default_rng(seed)
     seqs, labels = [], []
     for i in range(n):
         for _ in range(max_tries):
-            toks, val = _listops_expr(rng, 1, max_depth, max_args, float(branch_prob))
-            if len(toks) < max_len:
+            expr = _listops_expr(rng, max_depth, max_args, branch_prob, max_len - 1)
+            if expr is not None:
+                toks, val = expr
                 break
         else:
             raise ValueError(
@@ -265,6 +321,7 @@ RETRIEVAL_LAYOUTS = ("fused", "split")
 def retrieval_vocab(n_keys: int = 8, n_values: int = 10) -> tuple[str, ...]:
     """Token strings by id: [PAD], [CLS], [Q], the keys k0…, the values 0…, then the
     fused pairs "k{i}={j}" at id 3 + n_keys + n_values + i·n_values + j."""
+    _retrieval_vocab_size(n_keys, n_values)
     return (
         "[PAD]",
         "[CLS]",
@@ -273,6 +330,13 @@ def retrieval_vocab(n_keys: int = 8, n_values: int = 10) -> tuple[str, ...]:
         *(str(j) for j in range(n_values)),
         *(f"k{i}={j}" for i in range(n_keys) for j in range(n_values)),
     )
+
+
+def _retrieval_vocab_size(n_keys: int, n_values: int) -> int:
+    n_keys = positive_int(n_keys, "n_keys")
+    n_values = positive_int(n_values, "n_values")
+    size = 3 + n_keys + n_values + n_keys * n_values
+    return _check_vocab(size, f"n_keys = {n_keys} and n_values = {n_values}")
 
 
 def retrieval(
@@ -292,6 +356,7 @@ def retrieval(
     n_pairs // 2; min_pairs = n_pairs fixes the length), then ``[Q] k_q``; padded to
     max_len (default: the longest possible, n_pairs + 3 fused or 2·n_pairs + 3 split).
     n_keys ≥ 2 so that the query key can be unique; labels are in [0, n_values).
+    n · max_len is at most ``MAX_TASK_TOKENS`` and the vocabulary at most ``MAX_VOCAB``.
     """
     n = positive_int(n, "n")
     n_pairs = positive_int(n_pairs, "n_pairs")
@@ -307,6 +372,11 @@ def retrieval(
     width = 1 if layout == "fused" else 2  # tokens per pair
     longest = width * n_pairs + 3
     max_len = longest if max_len is None else positive_int(max_len, "max_len", minimum=longest)
+    if max_len > longest:
+        _check_size(n, max_len, "max_len", "max_len")
+    else:
+        _check_size(n, max_len, f"({width}·n_pairs + 3)", "n_pairs")
+    vocab_size = _retrieval_vocab_size(n_keys, n_values)
 
     rng = np.random.default_rng(seed)
     pairs = rng.integers(min_pairs, n_pairs + 1, size=n)
@@ -333,9 +403,7 @@ def retrieval(
     rows = np.arange(n)
     ids[rows, lengths - 2] = QUERY  # ... and end with [Q] k_q
     ids[rows, lengths - 1] = key0 + query
-    return TaskData(
-        ids, mask, labels.astype(np.int64), n_values, len(retrieval_vocab(n_keys, n_values))
-    )
+    return TaskData(ids, mask, labels.astype(np.int64), n_values, vocab_size)
 
 
 def retrieval_decode(ids: np.ndarray, *, n_keys: int = 8, n_values: int = 10) -> str:
@@ -346,16 +414,24 @@ def retrieval_decode(ids: np.ndarray, *, n_keys: int = 8, n_values: int = 10) ->
 
 
 # --------------------------------------------------------------------------- markov
+def _markov_vocab_size(n_symbols: int, n_topics: int) -> int:
+    n_symbols = positive_int(n_symbols, "n_symbols", minimum=2)
+    n_topics = positive_int(n_topics, "n_topics")
+    # the rules hold n_topics permutations of n_symbols: the same bound covers them
+    _check_vocab(n_topics * n_symbols, f"n_topics · n_symbols = {n_topics} · {n_symbols}")
+    return _check_vocab(2 + n_topics + n_symbols, "n_topics + n_symbols")
+
+
 def markov_vocab(n_symbols: int = 16, n_topics: int = 4) -> tuple[str, ...]:
     """Token strings by id: [PAD], [BOS], the topic tokens [T0]…, the symbols s0…."""
+    _markov_vocab_size(n_symbols, n_topics)
     return ("[PAD]", "[BOS]", *(f"[T{z}]" for z in range(n_topics)),
             *(f"s{i}" for i in range(n_symbols)))  # fmt: skip
 
 
 def markov_rules(n_symbols: int = 16, n_topics: int = 4, rules_seed: int = 0) -> np.ndarray:
     """The topics' successor permutations π_z, shape (n_topics, n_symbols): π_z(i) = rules[z, i]."""
-    n_symbols = positive_int(n_symbols, "n_symbols", minimum=2)
-    n_topics = positive_int(n_topics, "n_topics")
+    _markov_vocab_size(n_symbols, n_topics)
     rng = np.random.default_rng([positive_int(rules_seed, "rules_seed", minimum=0), 7919])
     return np.stack([rng.permutation(n_symbols) for _ in range(n_topics)])
 
@@ -374,12 +450,14 @@ def markov(
 
     ids (n, length + 2): [BOS] [T_z] x_1 … x_L; labels (n, length + 2) with
     labels[b, t] = ids[b, t + 1] for the positions t of x_1 … x_{L−1}, IGNORE elsewhere.
+    n · (length + 2) is at most ``MAX_TASK_TOKENS``, the vocabulary and n_topics · n_symbols
+    at most ``MAX_VOCAB``.
     """
     n = positive_int(n, "n")
     length = positive_int(length, "length", minimum=2)
-    noise = float(noise)
-    if not 0.0 <= noise <= 1.0:
-        raise ValueError(f"noise must lie in [0, 1], got {noise!r}")
+    noise = _probability(noise, "noise")
+    _check_size(n, length + 2, "(length + 2)", "length")
+    vocab = _markov_vocab_size(n_symbols, n_topics)
     rules = markov_rules(n_symbols, n_topics, rules_seed)
     rng = np.random.default_rng(seed)
     topic = rng.integers(n_topics, size=n)
@@ -395,7 +473,6 @@ def markov(
     labels = np.full(ids.shape, IGNORE, dtype=np.int64)
     labels[:, 2:-1] = ids[:, 3:]  # after reading x_t, predict x_{t+1}
     mask = np.ones(ids.shape, dtype=bool)
-    vocab = len(markov_vocab(n_symbols, n_topics))
     return TaskData(ids, mask, labels, vocab, vocab, "next_token")
 
 
@@ -407,11 +484,7 @@ TASKS: dict[str, Callable[..., TaskData]] = {
 }
 
 
-def make_task(name: str, *, n: int, seed: int, **params: object) -> TaskData:
-    """Generate ``n`` examples of task ``name`` (a key of ``TASKS``) from ``seed``.
-
-    ``params`` are the task's keyword parameters (see ``listops`` / ``retrieval``).
-    """
+def _generator(name: str, params: dict) -> Callable[..., TaskData]:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; valid names: {sorted(TASKS)}")
     gen = TASKS[name]
@@ -419,5 +492,35 @@ def make_task(name: str, *, n: int, seed: int, **params: object) -> TaskData:
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise TypeError(f"task {name!r} has no parameter(s) {unknown}; valid: {valid}")
+    return gen
+
+
+def make_task(name: str, *, n: int, seed: int, **params: object) -> TaskData:
+    """Generate ``n`` examples of task ``name`` (a key of ``TASKS``) from ``seed``.
+
+    ``params`` are the task's keyword parameters (see ``listops`` / ``retrieval``).
+    """
+    gen = _generator(name, params)
     seed = positive_int(seed, "seed", minimum=0)
     return gen(n, seed, **params)
+
+
+def task_length(name: str, **params: object) -> int:
+    """The padded sequence length (``ids.shape[1]``) of task ``name`` with ``params``,
+    computed from the parameters alone, so that sizes can be checked before anything is
+    generated (a task added to ``TASKS`` by a user is asked for one example instead)."""
+    gen = _generator(name, params)
+    sig = inspect.signature(gen).parameters
+    p = {k: v.default for k, v in sig.items() if k not in ("n", "seed")} | params
+    if gen is listops:
+        return positive_int(p["max_len"], "max_len", minimum=6)
+    if gen is markov:
+        return positive_int(p["length"], "length", minimum=2) + 2
+    if gen is retrieval:
+        if p["layout"] not in RETRIEVAL_LAYOUTS:
+            raise ValueError(f"layout must be one of {RETRIEVAL_LAYOUTS}, got {p['layout']!r}")
+        longest = (1 if p["layout"] == "fused" else 2) * positive_int(p["n_pairs"], "n_pairs") + 3
+        if p["max_len"] is None:
+            return longest
+        return positive_int(p["max_len"], "max_len", minimum=longest)
+    return int(gen(1, 0, **params).ids.shape[1])

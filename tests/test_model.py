@@ -149,7 +149,9 @@ def test_model_kinds_and_bad_configs():
         ValueError, match="primal attention layers: low_rank 5 exceeds the feature width p_φ = 4"
     ):
         ModelConfig(**{**TINY, "low_rank": 5}, data_dependent=False)
-    with pytest.raises(ValueError, match="unknown task 'sorting'; valid: listops, retrieval"):
+    with pytest.raises(
+        ValueError, match="task must be one of listops, retrieval, markov; got 'sorting'"
+    ):
         train(TrainConfig(task="sorting"))
 
 
@@ -194,30 +196,75 @@ def test_training_runs_is_deterministic_and_records_j(tmp_path):
     json.dumps(r1.as_dict())
 
 
-def test_checkpoint_resume_equals_uninterrupted(tmp_path):
-    full = train(_small_train(tmp_path, steps=6), progress=False)
+def _interrupt_at_step(monkeypatch, k):
+    """Make the k-th training step (1-based) die as a killed process would."""
+    from primal_np.model import steps
+
+    calls = {"n": 0}
+    real = steps.loss_and_grads
+
+    def dying(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == k:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(steps, "loss_and_grads", dying)
+
+
+def test_checkpoint_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    """Killed during step 7 of 8, the run left its step-6 --checkpoint-every save; resuming
+    from it gives the uninterrupted run's parameters, optimiser state, history and
+    accuracy bit for bit (all but the wall-clock seconds)."""
+    kw = dict(steps=8, eval_every=3, checkpoint_every=2)
+    full = train(_small_train(tmp_path, **kw, checkpoint_dir=str(tmp_path / "full")),
+                 progress=False)  # fmt: skip
     ck = tmp_path / "ck"
-    train(
-        _small_train(tmp_path, steps=6, checkpoint_dir=str(ck), checkpoint_every=3, eval_every=3),
-        progress=False,
-    )
+    cfg = _small_train(tmp_path, **kw, checkpoint_dir=str(ck))
+    with monkeypatch.context() as m:
+        _interrupt_at_step(m, 7)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, progress=False)
     params, opt, mcfg, tcfg, step = load_checkpoint(ck)
-    assert step == 6 and opt["step"] == 6 and mcfg.model == "primalformer"
+    assert step == 6 and opt["step"] == 6 and mcfg.model == "primalformer" and tcfg == cfg
+    resumed = train(cfg, progress=False, resume=str(ck))
+    assert resumed.steps == 2 and full.steps == 8
+    assert set(resumed.params) == set(full.params)
+    for k, v in full.params.items():
+        assert np.array_equal(resumed.params[k], v), k
+    _, opt_full, *_ = load_checkpoint(tmp_path / "full")
+    _, opt_resumed, *_ = load_checkpoint(ck)
+    assert opt_full.keys() == opt_resumed.keys() and opt_resumed["step"] == 8
+    for k in opt_full:
+        assert np.array_equal(opt_full[k], opt_resumed[k]), k
+
+    def no_seconds(history):
+        return [{k: v for k, v in rec.items() if k != "seconds"} for rec in history]
+
+    assert [r["step"] for r in full.history] == [0, 3, 6, 8]
+    assert no_seconds(resumed.history) == no_seconds(full.history)
+    assert resumed.j_per_layer == full.j_per_layer
+    assert resumed.ksvd_loss_per_layer == full.ksvd_loss_per_layer
+    assert (resumed.train_task_loss, resumed.val_accuracy) == (full.train_task_loss,
+                                                               full.val_accuracy)  # fmt: skip
+    assert (resumed.accuracy, resumed.test_task_loss) == (full.accuracy, full.test_task_loss)
     meta = json.loads((ck / "checkpoint.json").read_text())
-    assert meta["train_config"]["steps"] == 6
-    with np.load(ck / "checkpoint.npz", allow_pickle=False) as data:
+    assert meta["train_config"]["steps"] == 8 and meta["metrics"]["accuracy"] == full.accuracy
+    with np.load(ck / meta["arrays"]["file"], allow_pickle=False) as data:
         assert all(k.startswith(("param/", "opt/")) for k in data.files)
-    assert full.accuracy == meta["metrics"]["accuracy"]
 
 
 def test_divergence_names_step_and_layer_and_keeps_checkpoint(tmp_path):
     ck = tmp_path / "ck"
     cfg = _small_train(tmp_path, checkpoint_dir=str(ck), lr=1e30, clip=0.0, steps=50)
     with pytest.raises(
-        TrainingDiverged, match=r"non-finite loss at step \d+: .*last good checkpoint"
-    ):
+        TrainingDiverged,
+        match=r"training diverged at step \d+: non-finite value in .*kept the checkpoint of step",
+    ) as info:
         train(cfg, progress=False)
-    params, *_ = load_checkpoint(ck)
+    exc = info.value
+    params, opt, _, _, step = load_checkpoint(ck)
+    assert step == exc.kept_step == exc.step - 2  # the state of step k-1 had a finite loss
     assert all(np.all(np.isfinite(v)) for v in params.values())
 
 
@@ -225,7 +272,8 @@ def test_cli_train_json_last_line(capsys):
     argv = [
         "train", "--model", "primal+trans", "--task", "listops", "--steps", "4", "--json", "--quiet",
         "--n-train", "32", "--batch-size", "8", "--dim", "16", "--heads", "2", "--eval-every", "2",
-        "--task-param", "max_len=24", "--task-param", "max_depth=2",
+        "--task-param", "max_len=24", "--task-param", "max_depth=2", "--n-val", "64",
+        "--n-test", "64",
     ]  # fmt: skip
     assert main(argv) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -245,7 +293,7 @@ def test_cli_train_json_last_line(capsys):
 
 def test_cli_train_rejects_bad_config_before_training(capsys):
     assert main(["train", "--heads", "3", "--steps", "1", "--quiet"]) == 2
-    assert "not divisible by num_heads 3" in capsys.readouterr().err
+    assert capsys.readouterr().err == "train: --heads must divide --dim = 64, got 3\n"
     with pytest.raises(SystemExit):
         main(["train", "--model", "nope"])
     err = capsys.readouterr().err
@@ -292,6 +340,6 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     ck = tmp_path / "ck"
     train(_small_train(tmp_path, steps=3, checkpoint_dir=str(ck)), progress=False)
     r = train(_small_train(tmp_path, steps=6), progress=False, resume=str(ck))
-    assert r.steps == 3 and r.history[0]["step"] == 3
+    assert r.steps == 3 and [h["step"] for h in r.history] == [0, 3, 6]  # history continues
     with pytest.raises(ValueError, match="is at step 3; ask for more than 3 steps"):
         train(_small_train(tmp_path, steps=3), progress=False, resume=str(ck))

@@ -250,6 +250,19 @@ def test_clip_grad_norm_semantics(rng):
     assert clip_grad_norm({}, 1.0) == ({}, 0.0)
 
 
+def test_clip_grad_norm_of_gradients_whose_squares_overflow():
+    """‖g‖ = 5e200 is finite although ‖g‖² is not: measured and clipped (3-4-5 triangle),
+    also when the caller raises on overflow (the training loop does)."""
+    grads = {"a": np.array([3e200, 0.0]), "b": np.array([[4e200]])}
+    with np.errstate(over="raise", invalid="raise"):
+        clipped, total = clip_grad_norm(grads, 1.0)
+    assert total == pytest.approx(5e200, rel=1e-15)
+    np.testing.assert_allclose(clipped["a"], [0.6, 0.0], rtol=1e-12)
+    np.testing.assert_allclose(clipped["b"], [[0.8]], rtol=1e-12)
+    with pytest.raises(ValueError, match="gradient norm is not finite: it overflows float64"):
+        clip_grad_norm({"a": np.array([1.5e308, 1.5e308])}, 1.0)  # ‖g‖ ≈ 2.1e308
+
+
 def test_clip_grad_norm_bad_input():
     with pytest.raises(ValueError, match="gradient norm is not finite: 'b' holds NaN or infinity"):
         clip_grad_norm({"a": np.ones(2), "b": np.array([np.inf])}, 1.0)

@@ -5,9 +5,11 @@ import statistics
 import numpy as np
 import pytest
 
+from primal_np import tasks
 from primal_np.tasks import (
     IGNORE,
     LISTOPS_VOCAB,
+    MAX_TASK_TOKENS,
     TASK_KINDS,
     TASKS,
     listops_decode,
@@ -16,6 +18,7 @@ from primal_np.tasks import (
     markov,
     markov_rules,
     retrieval_decode,
+    task_length,
 )
 
 # The ListOps vocabulary as documented in primal_np/tasks.py, written out independently.
@@ -110,6 +113,93 @@ def test_listops_reaches_the_depth_limit():
     d = make_task("listops", n=300, seed=1, max_depth=3, branch_prob=0.5)
     depths = {parse_listops(listops_decode(i).split())[1] for i in d.ids}
     assert depths == {1, 2, 3}
+
+
+def _grammar_draws(rng, depth, max_depth, max_args, branch_prob):
+    """The grammar of the module docstring, drawn recursively and built in full (what the
+    generator did before it learnt to stop early): (tokens, value)."""
+    op = ("MAX", "MIN", "MED", "SM")[int(rng.integers(4))]
+    toks, vals = ["[", op], []
+    for _ in range(int(rng.integers(2, max_args + 1))):
+        if depth < max_depth and rng.random() < branch_prob:
+            sub, val = _grammar_draws(rng, depth + 1, max_depth, max_args, branch_prob)
+            toks += sub
+        else:
+            val = int(rng.integers(10))
+            toks.append(str(val))
+        vals.append(val)
+    value = {"MAX": max, "MIN": min, "SM": lambda a: sum(a) % 10}.get(
+        op, lambda a: sorted(a)[(len(a) - 1) // 2]
+    )(vals)
+    return toks + ["]"], value
+
+
+def test_listops_draws_follow_the_grammar_in_order():
+    """Where no expression is too long (so none is abandoned early), the generator makes
+    exactly the expressions of the recursive grammar, from the same random draws."""
+    rng = np.random.default_rng(11)
+    want = [_grammar_draws(rng, 1, 2, 3, 0.4) for _ in range(200)]
+    assert max(len(t) for t, _ in want) < 40  # depth 2, 3 args: at most 2 + 3·5 + 1 tokens
+    d = make_task("listops", n=200, seed=11, max_depth=2, max_args=3, branch_prob=0.4, max_len=40)
+    assert [listops_decode(i) for i in d.ids] == [" ".join(t) for t, _ in want]
+    assert d.labels.tolist() == [v for _, v in want]
+
+
+@pytest.mark.parametrize("max_depth", [50, 10**6])
+def test_listops_abandons_an_expression_as_soon_as_it_is_too_long(monkeypatch, max_depth):
+    """Arity up to a million, every argument a sub-expression: the tree would never end (at
+    depth 50 a recursive build never returns; at depth 10⁶ it also exceeds Python's recursion
+    limit). Each draw stops after at most max_len tokens, so the 100 tries cost a bounded
+    number of random draws (counted; exceeding the bound fails instead of hanging)."""
+    real = np.random.default_rng
+    count = {"draws": 0}
+    bound = 100 * 3 * 64  # tries × (≤ 3 draws per token: sub-expression?, operator, count) × len
+
+    class Counting:
+        def __init__(self, seed):
+            self.rng = real(seed)
+
+        def _count(self):
+            count["draws"] += 1
+            assert count["draws"] <= bound, "the generator builds the whole tree"
+
+        def integers(self, *a, **kw):
+            self._count()
+            return self.rng.integers(*a, **kw)
+
+        def random(self, *a, **kw):
+            self._count()
+            return self.rng.random(*a, **kw)
+
+    monkeypatch.setattr(tasks.np.random, "default_rng", Counting)
+    with pytest.raises(ValueError, match="no expression of at most max_len - 1 = 63 tokens in 100"):
+        make_task("listops", n=5, seed=0, max_depth=max_depth, max_args=10**6, branch_prob=1.0,
+                  max_tries=100)  # fmt: skip
+    assert 0 < count["draws"] <= bound
+
+
+@pytest.mark.parametrize(
+    "name,params,message",
+    [
+        ("listops", {"max_len": 10**6}, r"n · max_len = 1000 · 1000000 = 1000000000 tokens"),
+        ("retrieval", {"n_pairs": 10**7}, r"n · \(1·n_pairs \+ 3\) = 1000 · 10000003"),
+        ("retrieval", {"max_len": 10**7}, r"lower n or max_len"),
+        ("retrieval", {"n_keys": 10**4, "n_values": 10**4}, r"vocabulary of 100020003 tokens"),
+        ("markov", {"length": 10**6}, r"n · \(length \+ 2\) = 1000 · 1000002 .* lower n or length"),
+        ("markov", {"n_symbols": 10**7}, r"n_topics · n_symbols = 4 · 10000000"),
+    ],
+)
+def test_task_sizes_are_bounded_before_anything_is_built(name, params, message):
+    assert MAX_TASK_TOKENS < 10**9
+    with pytest.raises(ValueError, match=message):
+        make_task(name, n=1000, seed=0, **params)
+
+
+def test_task_length_matches_the_generated_arrays():
+    for name, params in [("listops", {"max_len": 30}), ("retrieval", {"n_pairs": 5}),
+                         ("retrieval", {"n_pairs": 5, "layout": "split", "max_len": 20}),
+                         ("markov", {"length": 7})]:  # fmt: skip
+        assert task_length(name, **params) == make_task(name, n=3, seed=0, **params).ids.shape[1]
 
 
 def test_listops_evaluate_hand_computed():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -83,6 +83,11 @@ class ModelConfig:
             "mlp_hidden",
         ):
             positive_int(getattr(self, name), name)
+        for name in ("model", "positions", "pooling", "ksvd_convention", "feature_map"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if not isinstance(self.attention, (tuple, list)):
+            raise TypeError(f"attention must be a sequence of layer kinds, got {self.attention!r}")
         if not self.attention:
             object.__setattr__(self, "attention", layer_kinds(self.model, self.depth))
         else:
@@ -133,7 +138,18 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> ModelConfig:
+    def from_dict(cls, d: object) -> ModelConfig:
+        """The inverse of ``to_dict`` (e.g. a checkpoint's JSON): every field validated as
+        in the constructor (no string is taken for a boolean or a number); unknown or
+        missing fields are named."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a model config must be a dict (JSON object), got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        unknown, missing = sorted(set(d) - names), sorted(required - set(d))
+        if unknown or missing:
+            raise ValueError(f"model config: unknown field(s) {unknown}, missing {missing}")
         d = dict(d)
-        d["attention"] = tuple(d.get("attention", ()))
+        if isinstance(d.get("attention"), list):
+            d["attention"] = tuple(d["attention"])
         return cls(**d)

@@ -16,6 +16,8 @@ flat dict with dotted names: ``embed``, ``pos``, ``layers.<i>.ln1.weight``,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -53,7 +55,30 @@ __all__ = [
     "model_loss",
     "LossAndGrads",
     "loss_and_grads",
+    "raised_in",
 ]
+
+
+@contextmanager
+def _located(part: str) -> Iterator[None]:
+    """Record in which part of the model a ValueError or FloatingPointError arose (an
+    overflow under ``np.errstate(over="raise")``, or an op refusing a non-finite
+    intermediate): the innermost part wins, read back by ``raised_in``, and a note
+    names it in the traceback."""
+    try:
+        yield
+    except (ValueError, ArithmeticError) as exc:
+        if raised_in(exc) is None:
+            setattr(exc, "primal_np_model_part", part)  # noqa: B010
+            exc.add_note(f"raised in {part}")
+        raise
+
+
+def raised_in(exc: BaseException) -> str | None:
+    """The model part (``"layers.1 (primal attention)"``, ``"logits"``, …) whose forward or
+    backward raised ``exc``, if it came from ``model_forward``, ``model_backward`` or
+    ``loss_and_grads``; else None."""
+    return getattr(exc, "primal_np_model_part", None)
 
 
 def init_model_params(
@@ -138,29 +163,36 @@ def model_forward(
         x = x + sinusoidal_positions(ids.shape[1], cfg.dim, dtype=x.dtype)
     layers, outputs = [], []
     for i, kind in enumerate(cfg.attention):
-        pre = f"layers.{i}."
-        h, ln1 = layer_norm(x, params[pre + "ln1.weight"], params[pre + "ln1.bias"])
-        ap = _sub(params, pre + "attn.")
-        if kind == "primal":  # the causal variant takes no padding mask: its rows are causal
-            fwd, bwd, _ = primal_attention_impl(cfg.primal_config())
-            a, ac = fwd(h, ap, cfg.primal_config(), mask=None if cfg.causal else mask)
-        else:
-            a, ac = mha_attention(
-                h, ap, num_heads=cfg.num_heads, padding_mask=mask, causal=cfg.causal
-            )
-            bwd = mha_attention_backward
-        x = x + a
-        h, ln2 = layer_norm(x, params[pre + "ln2.weight"], params[pre + "ln2.bias"])
-        m, mc = mlp(h, _sub(params, pre + "mlp."))
-        x = x + m
-        layers.append(_LayerCache(kind, ln1, ac, ln2, mc, bwd))
+        with _located(f"layers.{i} ({kind} attention)"):
+            x, lc = _layer_forward(params, x, mask, cfg, i, kind)
+        layers.append(lc)
         outputs.append(x)
-    h, ln_f = layer_norm(x, params["ln_f.weight"], params["ln_f.bias"])
-    pool: Any = None
-    if not cfg.causal:
-        h, pool = mean_pool(h, mask) if cfg.pooling == "mean" else cls_pool(h)
-    logits, head = linear(h, params["head.weight"], params["head.bias"])
+    with _located("logits"):  # final LayerNorm, pooling and head
+        h, ln_f = layer_norm(x, params["ln_f.weight"], params["ln_f.bias"])
+        pool: Any = None
+        if not cfg.causal:
+            h, pool = mean_pool(h, mask) if cfg.pooling == "mean" else cls_pool(h)
+        logits, head = linear(h, params["head.weight"], params["head.bias"])
     return logits, ModelCache(cfg, emb, pos, layers, ln_f, pool, head, outputs)
+
+
+def _layer_forward(
+    params: dict, x: np.ndarray, mask: np.ndarray, cfg: ModelConfig, i: int, kind: str
+) -> tuple[np.ndarray, _LayerCache]:
+    """x ← x + Attn(LN₁(x)); x ← x + MLP(LN₂(x)) for layer i."""
+    pre = f"layers.{i}."
+    h, ln1 = layer_norm(x, params[pre + "ln1.weight"], params[pre + "ln1.bias"])
+    ap = _sub(params, pre + "attn.")
+    if kind == "primal":  # the causal variant takes no padding mask: its rows are causal
+        fwd, bwd, _ = primal_attention_impl(cfg.primal_config())
+        a, ac = fwd(h, ap, cfg.primal_config(), mask=None if cfg.causal else mask)
+    else:
+        a, ac = mha_attention(h, ap, num_heads=cfg.num_heads, padding_mask=mask, causal=cfg.causal)
+        bwd = mha_attention_backward
+    x = x + a
+    h, ln2 = layer_norm(x, params[pre + "ln2.weight"], params[pre + "ln2.bias"])
+    m, mc = mlp(h, _sub(params, pre + "mlp."))
+    return x + m, _LayerCache(kind, ln1, ac, ln2, mc, bwd)
 
 
 def model_backward(
@@ -172,37 +204,45 @@ def model_backward(
     cfg = cache.cfg
     ksvd_grads = ksvd_grads or {}
     g: dict[str, np.ndarray] = {}
-    gh = linear_backward(dlogits, cache.head)  # logits = pooled W_hᵀ + b_h
-    assert gh.bias is not None
-    g["head.weight"], g["head.bias"] = gh.weight, gh.bias
-    dh = gh.x
-    if not cfg.causal:
-        pool_bwd = mean_pool_backward if cfg.pooling == "mean" else cls_pool_backward
-        dh = pool_bwd(dh, cache.pool).x
-    gl = layer_norm_backward(dh, cache.ln_f)
-    g["ln_f.weight"], g["ln_f.bias"] = gl.weight, gl.bias
+    with _located("the backward pass of the logits"):
+        gh = linear_backward(dlogits, cache.head)  # logits = pooled W_hᵀ + b_h
+        assert gh.bias is not None
+        g["head.weight"], g["head.bias"] = gh.weight, gh.bias
+        dh = gh.x
+        if not cfg.causal:
+            pool_bwd = mean_pool_backward if cfg.pooling == "mean" else cls_pool_backward
+            dh = pool_bwd(dh, cache.pool).x
+        gl = layer_norm_backward(dh, cache.ln_f)
+        g["ln_f.weight"], g["ln_f.bias"] = gl.weight, gl.bias
     dx = gl.x
     for i in reversed(range(len(cache.layers))):
         lc = cache.layers[i]
-        pre = f"layers.{i}."
-        gm = mlp_backward(dx, lc.mlp)  # x ← x + MLP(LN₂(x))
-        g.update({pre + "mlp." + k: v for k, v in gm.params.items()})
-        gl = layer_norm_backward(gm.x, lc.ln2)
-        g[pre + "ln2.weight"], g[pre + "ln2.bias"] = gl.weight, gl.bias
-        dx = dx + gl.x
-        if lc.kind == "primal":  # x ← x + Attn(LN₁(x))
-            ga = lc.attn_backward(dx, lc.attn, ksvd_grads=ksvd_grads.get(i))
-        else:
-            ga = lc.attn_backward(dx, lc.attn)
-        g.update({pre + "attn." + k: v for k, v in ga.params.items()})
-        gl = layer_norm_backward(ga.x, lc.ln1)
-        g[pre + "ln1.weight"], g[pre + "ln1.bias"] = gl.weight, gl.bias
-        dx = dx + gl.x
+        with _located(f"the backward pass of layers.{i} ({lc.kind} attention)"):
+            dx = _layer_backward(dx, lc, f"layers.{i}.", ksvd_grads.get(i), g)
     if cfg.positions == "learned":
         gp = learned_positional_backward(dx, cache.pos)
         dx, g["pos"] = gp.x, gp.table
     g["embed"] = embedding_backward(dx, cache.emb).table
     return ModelGrads(g)
+
+
+def _layer_backward(
+    dx: np.ndarray, lc: _LayerCache, pre: str, kg: KSVDGrads | None, g: dict
+) -> np.ndarray:
+    """One layer's backward: its parameters' gradients into ``g``; returns d(input)."""
+    gm = mlp_backward(dx, lc.mlp)  # x ← x + MLP(LN₂(x))
+    g.update({pre + "mlp." + k: v for k, v in gm.params.items()})
+    gl = layer_norm_backward(gm.x, lc.ln2)
+    g[pre + "ln2.weight"], g[pre + "ln2.bias"] = gl.weight, gl.bias
+    dx = dx + gl.x
+    if lc.kind == "primal":  # x ← x + Attn(LN₁(x))
+        ga = lc.attn_backward(dx, lc.attn, ksvd_grads=kg)
+    else:
+        ga = lc.attn_backward(dx, lc.attn)
+    g.update({pre + "attn." + k: v for k, v in ga.params.items()})
+    gl = layer_norm_backward(ga.x, lc.ln1)
+    g[pre + "ln1.weight"], g[pre + "ln1.bias"] = gl.weight, gl.bias
+    return dx + gl.x
 
 
 class LossAndGrads(NamedTuple):
@@ -239,28 +279,35 @@ def loss_and_grads(
     labels: np.ndarray,
     cfg: ModelConfig,
 ) -> LossAndGrads:
-    """Cross-entropy + η·KSVD over the primal layers, and the gradient of every parameter."""
     """Cross-entropy + η·KSVD over the primal layers, and the gradient of every parameter.
 
     If the forward goes non-finite (logits or a KSVD loss), no backward is run: the result
-    has a non-finite ``loss`` and empty ``grads``, for the caller to report."""
+    has a non-finite ``loss`` and empty ``grads``, for the caller to report. An error
+    raised on the way (e.g. an overflow under ``np.errstate(over="raise")``) names the
+    part of the model where it arose: ``raised_in(exc)``."""
     logits, cache = model_forward(params, ids, mask, cfg)
     nan = float("nan")
     if not np.all(np.isfinite(logits)):
         return LossAndGrads(nan, nan, nan, {}, {}, logits, {}, cache)
-    task, ce = task_loss(logits, labels, cfg)
+    with _located("the task loss"):
+        task, ce = task_loss(logits, labels, cfg)
     primal_idx = [i for i, k in enumerate(cfg.attention) if k == "primal"]
     kl, per_layer, j_layer, kgrads = 0.0, {}, {}, {}
     if primal_idx:
-        terms = [ksvd_terms_from_cache(cache.layers[i].attn) for i in primal_idx]
-        kl, lcache = ksvd_loss(terms, cfg.ksvd_convention, trace_no_x=cfg.trace_no_x)
+        with _located("the KSVD loss"), np.errstate(over="ignore", invalid="ignore"):
+            # an overflowing term is found just below, by layer, and returned as non-finite
+            terms = [ksvd_terms_from_cache(cache.layers[i].attn) for i in primal_idx]
+            kl, lcache = ksvd_loss(terms, cfg.ksvd_convention, trace_no_x=cfg.trace_no_x)
         per_layer = {i: float(v) for i, v in zip(primal_idx, lcache.per_layer, strict=True)}
         j_layer = {i: float(lc.j.mean()) for i, lc in zip(primal_idx, lcache.layers, strict=True)}
         if not np.isfinite(kl):
             return LossAndGrads(nan, float(task), kl, per_layer, j_layer, logits, {}, cache)
         if cfg.eta:
-            kgrads = dict(zip(primal_idx, ksvd_loss_backward(cfg.eta, lcache).layers, strict=True))
-    dlogits = (token_cross_entropy_backward if cfg.causal else cross_entropy_backward)(1.0, ce)
+            with _located("the backward pass of the KSVD loss"):
+                kg = ksvd_loss_backward(cfg.eta, lcache).layers
+            kgrads = dict(zip(primal_idx, kg, strict=True))
+    with _located("the backward pass of the task loss"):
+        dlogits = (token_cross_entropy_backward if cfg.causal else cross_entropy_backward)(1.0, ce)
     grads = model_backward(dlogits.logits, cache, kgrads).params
     total = float(task) + cfg.eta * kl
     return LossAndGrads(total, float(task), kl, per_layer, j_layer, logits, grads, cache)
