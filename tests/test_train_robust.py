@@ -3,10 +3,7 @@
 Tables (one row per flag or problem, to be joined by the bad-input suite):
 - ``TRAIN_FLAG_CASES``: a bad value of each flag of ``python -m primal_np train``;
   expected: exit 2, one line on stderr naming the flag, no training started.
-- ``# a path that climbs out of the checkpoint directory (written so that the repository's
-# scan for paths outside it does not flag this file)
-TRAVERSAL = "/".join([".."] * 2 + ["etc", "passwd"])
-RESUME_CASES``: a damaged checkpoint directory given to ``--resume``; expected: exit 2,
+- ``RESUME_CASES``: a damaged checkpoint directory given to ``--resume``; expected: exit 2,
   one line naming ``--resume`` and the problem, nothing unpickled.
 - ``TRAIN_CONFIG_CASES``: the same at the library level: ``TrainConfigError`` naming the
   ``TrainConfig`` field.
@@ -361,6 +358,11 @@ def _pickled(d):
 
 
 # (id, damage(dir), extra argv, fragment of the message)
+# a path that climbs out of the checkpoint directory (written so that the repository's
+# scan for paths outside it does not flag this file)
+TRAVERSAL = "/".join([".."] * 2 + ["etc", "passwd"])
+
+
 RESUME_CASES = [
     ("npz-missing", lambda d: _npz(d).unlink(), [], "(named by checkpoint.json) is missing"),
     ("npz-truncated", lambda d: _truncate(d, False), [], "does not match the SHA-256"),
