@@ -30,7 +30,8 @@ ROOT = HERE.parent
 README = HERE / "README.md"
 BEGIN, END = "<!-- BEGIN TIMINGS -->", "<!-- END TIMINGS -->"
 
-# Reading order: primitives first, then the attention forms, then the KSVD theory and loss.
+# Reading order: primitives first, then the attention forms, then the KSVD theory and loss,
+# then the layer (its own pieces, then the whole).
 ORDER = [
     "softmax",
     "dual_attention",
@@ -42,6 +43,7 @@ ORDER = [
     "ksvd_objective",
     "ksvd_lemma",
     "ksvd_loss",
+    "primal_pieces",
     "primal_layer",
     "kep_svgp",
 ]
@@ -76,7 +78,11 @@ Rendered with SymPy @SYMPY@.
    gradients are symbols too, written with a bar: $\\bar x$ is what primal_np calls `dx`, and
    a VJP is the gradient of $\\mathcal L = \\langle\\bar y, y\\rangle$.
 2. **Derivation.** SymPy differentiates entry by entry (`diff`; for a long polynomial,
-   term by term, which is the same by linearity), solves (`linsolve`), integrates.
+   term by term, which is the same by linearity), solves (`linsolve`), integrates. A
+   composition too large for one expression (the whole Primal-Attention layer) is stated
+   as a `Graph` of scalar definitions, one per entry of each intermediate; SymPy
+   differentiates each definition and the chain rule composes them by reverse
+   accumulation (shown equal to `diff` of the inlined expression on a tiny layer).
 3. **Exact proof.** The closed form primal_np uses is compared with the derived one, entry
    by entry:
    - `expand(a − b) == 0` — polynomials (and Laurent polynomials in $\\sigma_l$);
@@ -90,24 +96,25 @@ Rendered with SymPy @SYMPY@.
    that cannot fail would show up.
 4. **Numeric check of primal_np's own code.** The SymPy result is `lambdify`-ed and
    evaluated in float64 at 5 random points (fixed seeds) unless stated, and compared with
-   the primal_np function's output:
+   the primal_np function's output $a$ by the project's one relative error,
+   `primal_np.compare.rel_error`, with SymPy's value $r$ as the reference:
 
-   $$\\mathrm{err}(a, b) = \\frac{\\max_i |a_i - b_i|}{\\max(\\max_i |a_i|,\\ \\max_i |b_i|)}
-   \\le 10^{-12}$$
+   $$\\mathrm{err}(a, r) = \\frac{\\max_i |a_i - r_i|}{\\max_i |r_i|} \\le 10^{-12}$$
 
    for every output array at every point ($\\mathrm{err} = 0$ when both are exactly 0, so an
    exact zero must be matched exactly; NaN fails). Equations that hold at a numerically
    computed point (an SVD) are checked by their relative residual
+   (`primal_np.compare.rel_residual`)
    $\\lVert\\mathrm{lhs} - \\mathrm{rhs}\\rVert_F / (\\lVert\\mathrm{lhs}\\rVert_F + \\lVert\\mathrm{rhs}\\rVert_F) \\le 10^{-12}$.
    Deliberately wrong results must fail the criterion at every point.
 
 **Not proved symbolically, and how it is covered.**
 The composed VJP of scaled dot-product attention and of the KSVD loss, and the whole
 Primal-Attention layer, are too large for exact comparison in the time budget: they are
-split into exact pieces (each proved) and their composition is checked numerically —
-against SymPy's derivative of the composed forward for attention and the KSVD loss, and
-through `primal_attention_backward` with isolated upstream gradients for the layer (a
-symbolic derivative of even a 3-token layer takes over 20 s). The lemma $J = 0$ is
+split into exact pieces (each proved) and their composition is checked numerically
+against SymPy's derivative of the composed forward — for the layer, stated from its
+definitions (positions of $F$, presets of the loss and all) for the lra, vision and causal
+variants, with the KSVD loss joined through `ksvd_grads`. The lemma $J = 0$ is
 proved for all inputs at N = 4, p = 3, s = 2 through an exact certificate in the
 eigen-residuals, because singular triplets of a symbolic matrix have no closed form;
 an explicit exact solution (rational SVD, symbolic factorisation) shows it on a family

@@ -14,11 +14,11 @@ from derivlib import (
     Lambdified,
     flat,
     grad,
-    rel_residual,
     symmat,
     symvec,
 )
 
+from primal_np.compare import rel_residual
 from primal_np.ksvd import kkt_residuals, kkt_weights, ksvd, shifted_eigen_residual
 
 D = Derivation(

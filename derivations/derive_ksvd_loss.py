@@ -1,6 +1,6 @@
 """The KSVD loss in the paper's and every code convention: gradients, and Λ_paper = λ²/N.
 
-primal_np.ksvd_loss: ksvd_loss, ksvd_loss_backward, KSVDConvention, CONVENTIONS;
+primal_np.ksvd_loss: ksvd_loss, ksvd_loss_backward, KSVDConvention and the preset names;
 primal_np.ksvd: ksvd_objective.
 Run: python derivations/derive_ksvd_loss.py
 """
@@ -15,7 +15,6 @@ from derivlib import N_POINTS, Derivation, Lambdified, grad, symtensor
 
 from primal_np.ksvd import ksvd_objective
 from primal_np.ksvd_loss import (
-    CONVENTIONS,
     KSVDConvention,
     KSVDTerms,
     ksvd_loss,
@@ -158,6 +157,24 @@ def _switches(conv: KSVDConvention, n_layers: int) -> list[float]:
     return [alpha, beta, omega, tp, td, kappa, nu]
 
 
+def _preset(name: str, n_layers: int) -> tuple[str, list[float]]:
+    """A preset as docs/conformance.md defines it — never read from primal_np's table: the
+    square and (α, β, ω, τ_p, τ_d, κ, ν)."""
+    code = [1.0, 0.0, 1.0 / N]  # ½‖λ ⊙ e‖², mean over tokens (the authors' code)
+    layer_mean = 1.0 / n_layers
+    lra = ("batch", code + [1.0, 0.0, 1.0, layer_mean])  # (mean_bh j)², Tr(W_eᵀW_r), layer mean
+    return {
+        "lra": lra,
+        "vision": lra,  # the same loss as lra
+        "lra_trace_x": ("batch", code + [0.0, 1.0, 1.0, layer_mean]),  # Tr(W_{e|X}ᵀW_{r|X})
+        "per_sample": ("sample", code + [1.0, 0.0, 1.0 / B, layer_mean]),  # mean_b (mean_h j)²
+        "paper": ("problem", [0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0]),  # ½eᵀΛe summed, Σ_bh J², Σ_ℓ
+    }[name]
+
+
+PRESET_NAMES = ("lra", "vision", "lra_trace_x", "per_sample", "paper")
+
+
 def _every_convention() -> list[KSVDConvention]:
     out = []
     for q, t, tr, sq, o, ly in itertools.product(
@@ -256,8 +273,12 @@ def conventions(st):
         SymPy differentiates the composed loss of one layer (switches symbolic) entry-wise;
         for each of the {len(convs)} distinct conventions (`quadratic` × `tokens` × `trace` ×
         `square` × `outer` × `layers`; `outer` does not apply to `square="batch"`) and each
-        preset of `CONVENTIONS`, at random inputs of **two** layers and a random upstream
-        $\\bar L$, the switches are set to the convention's numbers and the result is compared
+        preset, passed to primal_np **by name** with its numbers spelled out here from
+        docs/conformance.md — "lra" = "vision": λ², token mean, trace on the parameters,
+        $(\\mathrm{{mean}}_{{bh}}\\,j)^2$, layer mean; "lra_trace_x": the same with the trace on
+        $W_{{e|X}}, W_{{r|X}}$; "per_sample": $\\mathrm{{mean}}_b(\\mathrm{{mean}}_h\\,j)^2$; "paper": Λ,
+        token sums, $\\sum_{{bh}} J^2$, layer sum — at random inputs of **two** layers and a
+        random upstream $\\bar L$, the switches are set to those numbers and the result is compared
         with `ksvd_loss` (value) and `ksvd_loss_backward` (all seven gradients per layer;
         with the trace on the parameters primal_np returns `we_x = wr_x = None`, compared
         as zero). The layers share no input, so layer $\\ell$'s gradient is SymPy's
@@ -266,37 +287,40 @@ def conventions(st):
     )
     fns = {sq: _layer_fn(sq) for sq in ("batch", "sample", "problem")}
     rng = np.random.default_rng(1001)
-    pairs, wrong = [], []
-    for conv in convs + list(CONVENTIONS.values()):
+    pairs, wrong, square = [], [], []
+    runs = [(c, c.square, _switches(c, LAYERS)) for c in convs]
+    runs += [(name, *_preset(name, LAYERS)) for name in PRESET_NAMES]
+    for conv, sq, switches in runs:
         for i in range(N_POINTS):
             layers = [_random_terms(rng) for _ in range(LAYERS)]
             lbar = rng.uniform(0.5, 2.0)
-            sw = _switches(conv, LAYERS) + [lbar]
+            sw = switches + [lbar]
             loss, cache = ksvd_loss(layers, conv)
             grads = ksvd_loss_backward(lbar, cache).layers
             value = 0.0
             for t, g in zip(layers, grads, strict=True):
-                L_l, *ref = fns[conv.square](*(getattr(t, f) for f in FIELDS), sw)
+                L_l, *ref = fns[sq](*(getattr(t, f) for f in FIELDS), sw)
                 value += float(L_l)
                 for f, r in zip(FIELDS, ref, strict=True):
                     got = getattr(g, f)
                     pairs.append((np.zeros_like(r) if got is None else got, r))
             pairs.append((np.array(loss), np.array(sw[6] * value)))
-            if i == 0 and conv.tokens == "mean":  # SymPy with ω = 1 (token sum) must disagree
-                flipped = sw[:2] + [1.0] + sw[3:]
-                wrong.append(
-                    (
-                        grads[-1].escore,
-                        fns[conv.square](*(getattr(layers[-1], f) for f in FIELDS), flipped)[1],
-                    )
-                )
+            last = [getattr(layers[-1], f) for f in FIELDS]
+            if i == 0 and sw[2] != 1.0:  # token mean: SymPy with ω = 1 (token sum) must disagree
+                wrong.append((grads[-1].escore, fns[sq](*last, sw[:2] + [1.0] + sw[3:])[1]))
+            if conv == "per_sample":  # the preset against SymPy's lra (square of the batch mean)
+                square.append((grads[-1].escore, fns["batch"](*last, sw)[1]))
     st.close(
-        f"`ksvd_loss` and `ksvd_loss_backward`, {len(convs)} conventions + {len(CONVENTIONS)} presets, two layers each",
+        f"`ksvd_loss` and `ksvd_loss_backward`, {len(convs)} conventions + {len(PRESET_NAMES)} presets by name, two layers each",
         pairs,
     )
     st.far(
-        '`tokens="mean"` gradients of `ksvd_loss_backward` against SymPy\'s token-sum derivative (every such convention)',
+        '`tokens="mean"` gradients of `ksvd_loss_backward` against SymPy\'s token-sum derivative (every such convention and preset)',
         wrong,
+    )
+    st.far(
+        '`ksvd_loss_backward` with the preset `"per_sample"` against SymPy\'s `"lra"` (square of the batch mean)',
+        square,
     )
 
 

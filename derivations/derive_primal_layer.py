@@ -1,350 +1,348 @@
-"""Primal-Attention layer pieces, through primal_attention_backward itself: the gather/scatter of
-W_{e|X} = Fᵀ W_e with repeated indices, the scores inside the layer, and the 2s → p map.
+"""The Primal-Attention layer end to end, from its definitions: the output and every gradient
+(x and each parameter) with the KSVD loss of each preset, for the lra, vision and causal
+variants.
 
-primal_np.layer: primal_attention, primal_attention_backward, sample_indices.
+primal_np.layer: primal_attention, primal_attention_backward;
+primal_np.ksvd_loss: ksvd_loss, ksvd_loss_backward, ksvd_terms_from_cache (preset names).
+The statement (positions, shapes, steps, presets) is in layer_statement.py.
 Run: python derivations/derive_primal_layer.py
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import sympy as sp
-from derivlib import N_POINTS, Derivation, Lambdified, grad, inner, symmat
+from derivlib import (
+    N_POINTS,
+    Derivation,
+    Graph,
+    Lambdified,
+    flat,
+    inner,
+    symtensor,
+    symvec,
+)
+from layer_statement import (
+    LAYER_MEAN,
+    PRESETS,
+    Case,
+    config,
+    ksvd_presets,
+    layer,
+    linspace_positions,
+    mask_array,
+    numpy_positions,
+    random_point,
+)
 
-from primal_np.ksvd_loss import KSVDGrads, ksvd_terms_from_cache
-from primal_np.layer import primal_attention, primal_attention_backward, sample_indices
-from primal_np.params import PrimalAttentionConfig, init_primal_attention_params
+from primal_np.ksvd_loss import (
+    KSVDConvention,
+    ksvd_loss,
+    ksvd_loss_backward,
+    ksvd_terms_from_cache,
+)
+from primal_np.layer import primal_attention, primal_attention_backward
 
 D = Derivation(
     "primal_layer",
-    "Primal-Attention layer: gather/scatter of F and the 2s → p map",
+    "Primal-Attention layer end to end, from its definitions",
     r"""
-    The layer's backward is a chain of pieces proved elsewhere (linear, cosine, running
-    mean, primal scores) and two that only the layer has: the data-dependent weights
-    $W_{e|X} = F^\top W_e$ with $F$ gathered from the layer input at sampled positions that
-    may repeat, and the head output $[E, R]\,W_c^\top + b_c$ shared by all heads. Each is
-    proved on symbols and then checked numerically on `primal_attention_backward` itself,
-    isolated by choosing which upstream gradients are non-zero (the full layer is too
-    large for SymPy: differentiating a 1-sequence, 3-token layer took over 20 s, and
-    its composition is checked by finite differences and PyTorch in `tests/`).
+    The layer is stated from its definitions (docs/theory.md §4.1, docs/conformance.md),
+    never read from primal_np: Q, K projections (vision: one fused `qk` weight), the causal
+    running mean, the cosine map $\phi(a) = a/\sqrt{\sum_c a_c^2}$ (the clamp
+    $\max(\lVert a\rVert, 10^{-12})$ is inactive at generic points), $F$ at positions computed
+    here from the documented `torch.linspace` formula, $W_{e|X} = F^\top W_e$, the scores
+    $E = \Phi_q W_{e|X}$, $R = \Phi_k W_{r|X}$, $[E, R]\,W_c^\top + b_c$ shared by the heads,
+    the padding mask, the merge and the output projection; the KSVD loss in each preset
+    is spelled out from its definition (`layer_statement.py`). SymPy differentiates the
+    scalar objective
+
+    $$\mathcal J = \sum_b\langle\bar Y_b, Y_b\rangle + \eta\,\nu\,L_\ell$$
+
+    ($\nu$ the layer reduction: two layers, mean or sum) with respect to $x$ and every
+    parameter. The composition is written as a `Graph` of scalar definitions, one per
+    entry of each intermediate; SymPy differentiates each definition and the chain rule
+    (reverse accumulation) composes them, which is shown equal to `diff` of the composed
+    expression on a tiny layer (differentiating and lambdifying the 2-sequence, 3-token
+    lra layer below as one expression took about a minute). primal_np is then called as a user calls it — `primal_attention`,
+    `ksvd_loss(..., preset name)`, `ksvd_loss_backward`, `primal_attention_backward(dy,
+    cache, ksvd_grads=...)` — and every output is compared with SymPy's.
     """,
 )
-Bt, H, p, s = 2, 2, 2, 1  # batch, heads, head dim, low rank
+ETA = 0.7  # the KSVD-loss weight η
 
 
-def _config(num_tokens: int) -> tuple[PrimalAttentionConfig, np.ndarray]:
-    cfg = PrimalAttentionConfig(dim=H * p, num_heads=H, low_rank=s, rank_multi=5, variant="lra")
-    return cfg, sample_indices(cfg, num_tokens)
+def objective(g: Graph, case: Case, presets: tuple[str, ...] = PRESETS) -> dict:
+    """𝒥 = Σ_b ⟨Ȳ_b, Y_b⟩ + Σ_k w_k L_ℓ^(k) on the case's symbols (w_k = η·ν for the preset
+    that is on, 0 for the others): J, Y (B, N, D), L (one per preset), the blocks x and
+    parameters (``names``), and the inputs (those, Ȳ and w)."""
+    x, P = case.symbols()
+    st = layer(g, case, x, P)
+    L = ksvd_presets(g, case, st, P)
+    dy, w = symtensor(r"\bar{y}", (case.B, case.N, case.D)), symvec("w", len(presets))
+    Y = np.array([[list(Yb.row(i)) for i in range(case.N)] for Yb in st["Y"]], dtype=object)
+    J = inner(dy, Y) + sum(wk * L[k] for wk, k in zip(w, presets, strict=True))
+    blocks = [x, *P.values()]
+    return dict(
+        J=J, Y=Y, L=[L[k] for k in presets], names=list(P), blocks=blocks, inputs=[*blocks, dy, w]
+    )
 
 
-def _upstream(cache, **given) -> KSVDGrads:
-    """Upstream gradients on the layer's intermediates (zero where not given), passed in
-    through the ``ksvd_grads`` entry point the KSVD loss uses."""
-    t = ksvd_terms_from_cache(cache)
-    return KSVDGrads(**{f: given.get(f, np.zeros_like(getattr(t, f))) for f in KSVDGrads._fields})
+class Reference:
+    """SymPy's Y, L_ℓ (every preset) and ∂𝒥/∂(x, parameters) for one case, lambdified."""
+
+    def __init__(self, case: Case):
+        g = Graph()
+        o = objective(g, case)
+        grads = g.gradient(o["J"], o["blocks"])
+        self.names = o["names"]
+        self._f = Lambdified(o["inputs"], [o["Y"], o["L"], *grads], defs=g.defs)
+
+    def __call__(self, x, params, dy, w) -> dict:
+        Y, L, dx, *rest = self._f(x, *(params[k] for k in self.names), dy, w)
+        return {"y": Y, "L": L, "x": dx, "params": dict(zip(self.names, rest, strict=True))}
 
 
-def _gather_problem(num_tokens: int, idx: np.ndarray, scores: bool):
-    n = len(idx)
-    X = [symmat(f"x^{{({b + 1})}}", num_tokens, H * p) for b in range(Bt)]
-    We = [symmat(f"W^{{e({h + 1})}}", n, s) for h in range(H)]
-    Wr = [symmat(f"W^{{r({h + 1})}}", n, s) for h in range(H)]
-    Pq = [
-        [symmat(rf"\Phi^{{q({b + 1}{h + 1})}}", num_tokens, p) for h in range(H)] for b in range(Bt)
+def primal_np_run(case, cfg, points, dys, convention, eta) -> tuple[list, float | None]:
+    """Two layers through primal_np as a user runs them: (y, grads) per layer, and the loss."""
+    fwd = [primal_attention(x, P, cfg, mask=mask_array(case)) for x, P in points]
+    if convention is None:
+        return [
+            (y, primal_attention_backward(dy, c)) for (y, c), dy in zip(fwd, dys, strict=True)
+        ], None
+    loss, lc = ksvd_loss([ksvd_terms_from_cache(c) for _, c in fwd], convention)
+    kg = ksvd_loss_backward(eta, lc).layers
+    out = [
+        (y, primal_attention_backward(dy, c, ksvd_grads=k))
+        for (y, c), dy, k in zip(fwd, dys, kg, strict=True)
     ]
-    Pk = [
-        [symmat(rf"\Phi^{{k({b + 1}{h + 1})}}", num_tokens, p) for h in range(H)] for b in range(Bt)
-    ]
-    Eb = [
-        [symmat(rf"\bar{{E}}^{{({b + 1}{h + 1})}}", num_tokens, s) for h in range(H)]
-        for b in range(Bt)
-    ]
-    Rb = [
-        [symmat(rf"\bar{{R}}^{{({b + 1}{h + 1})}}", num_tokens, s) for h in range(H)]
-        for b in range(Bt)
-    ]
-    G = [[symmat(rf"\bar{{W}}^{{eX({b + 1}{h + 1})}}", p, s) for h in range(H)] for b in range(Bt)]
-    Gr = [[symmat(rf"\bar{{W}}^{{rX({b + 1}{h + 1})}}", p, s) for h in range(H)] for b in range(Bt)]
-    F = [
-        [sp.Matrix(n, p, lambda k, c, b=b, h=h: X[b][int(idx[k]), h * p + c]) for h in range(H)]
-        for b in range(Bt)
-    ]
-    L = 0
-    for b, h in itertools.product(range(Bt), range(H)):
-        we_x, wr_x = F[b][h].T * We[h], F[b][h].T * Wr[h]
-        L += inner(G[b][h], we_x) + inner(Gr[b][h], wr_x)
-        if scores:
-            L += inner(Eb[b][h], Pq[b][h] * we_x) + inner(Rb[b][h], Pk[b][h] * wr_x)
-    L = sp.expand(L)  # a polynomial; expanded once so that the entry-wise diffs below are cheap
-    return dict(X=X, We=We, Wr=Wr, Pq=Pq, Pk=Pk, Eb=Eb, Rb=Rb, G=G, Gr=Gr, F=F, L=L)
+    return out, loss
 
 
-@D.step("Gather F, W_{e|X} = Fᵀ W_e, and the scatter-add backward (repeated indices)")
-def gather_scatter(st):
-    st.text(
-        r"""
-        LRA layer, H = 2 heads of p = 2 channels, s = 1, m = 5: n = 5 sampled positions. For
-        N = 3 tokens `sample_indices` gives (0, 0, 1, 1, 2) — repeated, as the authors' code
-        does when N < n; for N = 7 it gives (0, 1, 3, 4, 6). Head $h$'s $F^{(bh)}$ holds rows
-        idx of channels $[hp, (h+1)p)$ of $x^{(b)}$, B = 2. With upstream gradients
-        $\bar W_{e|X}, \bar W_{r|X}$ on the data-dependent weights and $\bar E, \bar R$ on the
-        scores $E = \Phi_q W_{e|X}$ ($\Phi$ held as free symbols here; this score path is
-        included for N = 3),
-        """
-    )
-    st.math(
-        r"\mathcal L = \sum_{bh}\langle\bar W_{e|X}^{(bh)}, F^{(bh)\top}W_e^{(h)}\rangle + \langle\bar E^{(bh)}, \Phi_q^{(bh)}F^{(bh)\top}W_e^{(h)}\rangle + (\text{the same for } r)."
-    )
-    st.text(
-        r"primal_np: $\bar W_{e|X} \mathrel{+}= \Phi_q^\top\bar E$; $\bar W_e = \sum_b F\,\bar W_{e|X}$; $\bar F = W_e\bar W_{e|X}^\top + W_r\bar W_{r|X}^\top$ scatter-added into the rows idx of $\bar x$ (repeats summed)."
-    )
-    rng = np.random.default_rng(1101)
-    for num_tokens in (3, 7):
-        cfg, idx = _config(num_tokens)
-        scores = num_tokens == 3  # the Ē, R̄ path once; N = 7 checks the gather alone
-        P = _gather_problem(num_tokens, idx, scores)
-        X, We, Wr, F, L = P["X"], P["We"], P["Wr"], P["F"], P["L"]
-        gX, gWe, gWr = [grad(L, x) for x in X], [grad(L, w) for w in We], [grad(L, w) for w in Wr]
-        dwe = [
-            [P["G"][b][h] + int(scores) * P["Pq"][b][h].T * P["Eb"][b][h] for h in range(H)]
-            for b in range(Bt)
-        ]
-        dwr = [
-            [P["Gr"][b][h] + int(scores) * P["Pk"][b][h].T * P["Rb"][b][h] for h in range(H)]
-            for b in range(Bt)
-        ]
-        for h in range(H):
-            st.exact(
-                f"N = {num_tokens}, head {h + 1}: $\\bar W_e = \\sum_b F\\,\\bar W_{{e|X}}$, $\\bar W_r = \\sum_b F\\,\\bar W_{{r|X}}$",
-                gWe[h].row_join(gWr[h]),
-                sum((F[b][h] * dwe[b][h] for b in range(Bt)), sp.zeros(len(idx), s)).row_join(
-                    sum((F[b][h] * dwr[b][h] for b in range(Bt)), sp.zeros(len(idx), s))
-                ),
-            )
-        scatter = [sp.zeros(num_tokens, H * p) for _ in range(Bt)]
-        last = [sp.zeros(num_tokens, H * p) for _ in range(Bt)]
-        for b, h in itertools.product(range(Bt), range(H)):
-            dF = We[h] * dwe[b][h].T + Wr[h] * dwr[b][h].T
-            for k, c in itertools.product(range(len(idx)), range(p)):
-                scatter[b][int(idx[k]), h * p + c] += dF[k, c]
-                last[b][int(idx[k]), h * p + c] = dF[k, c]  # assignment: the last repeat wins
-        for b in range(Bt):
-            st.exact(
-                f"N = {num_tokens}, sequence {b + 1}: $\\partial\\mathcal L/\\partial x$ (through $F$) = scatter-add of $\\bar F$",
-                gX[b],
-                scatter[b],
-            )
-        if len(set(idx.tolist())) < len(idx):
-            st.rejects(
-                f"N = {num_tokens}: scatter by assignment (repeated rows overwritten, not summed)",
-                gX[0],
-                last[0],
-            )
-
-        ins = [
-            *X,
-            *We,
-            *Wr,
-            *(m for row in P["Pq"] for m in row),
-            *(m for row in P["Pk"] for m in row),
-        ]
-        ups = [
-            *(m for row in P["Eb"] for m in row),
-            *(m for row in P["Rb"] for m in row),
-            *(m for row in P["G"] for m in row),
-            *(m for row in P["Gr"] for m in row),
-        ]
-        f = Lambdified([*ins, *ups], [*gX, *gWe, *gWr])
-        fwd = Lambdified([*X, *We], [F[b][h].T * We[h] for b in range(Bt) for h in range(H)])
-        pairs, both = [], []
-        for _ in range(N_POINTS):
-            params = init_primal_attention_params(cfg, seed=int(rng.integers(1 << 30)))
-            params["we"], params["wr"] = (
-                rng.standard_normal((H, 5, s)),
-                rng.standard_normal((H, 5, s)),
-            )
-            x = rng.standard_normal((Bt, num_tokens, H * p))
-            y, cache = primal_attention(x, params, cfg)
-            we_l, wr_l = list(params["we"]), list(params["wr"])
-            phq = [cache.phi_q[b, h] for b in range(Bt) for h in range(H)]
-            phk = [cache.phi_k[b, h] for b in range(Bt) for h in range(H)]
-            g, gr = rng.standard_normal((Bt, H, p, s)), rng.standard_normal((Bt, H, p, s))
-            pairs += list(
-                zip(
-                    [cache.we_x[b, h] for b in range(Bt) for h in range(H)],
-                    fwd(*x, *we_l),
-                    strict=True,
-                )
-            )
-            # run 1: only Wbar_{e|X}, Wbar_{r|X} upstream (dy = 0, dE = dR = 0): dx is the scatter alone
-            zero_s = np.zeros((Bt, H, num_tokens, s))
-            ref = f(
-                *x,
-                *we_l,
-                *wr_l,
-                *phq,
-                *phk,
-                *zero_s.reshape(-1, num_tokens, s),
-                *zero_s.reshape(-1, num_tokens, s),
-                *g.reshape(-1, p, s),
-                *gr.reshape(-1, p, s),
-            )
-            dx, grads = primal_attention_backward(
-                np.zeros_like(y), cache, ksvd_grads=_upstream(cache, we_x=g, wr_x=gr)
-            )
-            pairs += [
-                (dx, np.stack(ref[:Bt])),
-                (grads["we"], np.stack(ref[Bt : Bt + H])),
-                (grads["wr"], np.stack(ref[Bt + H :])),
-            ]
-            if not scores:
-                continue
-            # run 2: scores upstream as well: the W-gradients carry Φᵀ Ebar (dx now includes the projection path)
-            eb, rb = (
-                rng.standard_normal((Bt, H, num_tokens, s)),
-                rng.standard_normal((Bt, H, num_tokens, s)),
-            )
-            ref = f(
-                *x,
-                *we_l,
-                *wr_l,
-                *phq,
-                *phk,
-                *eb.reshape(-1, num_tokens, s),
-                *rb.reshape(-1, num_tokens, s),
-                *g.reshape(-1, p, s),
-                *gr.reshape(-1, p, s),
-            )
-            _, grads = primal_attention_backward(
-                np.zeros_like(y),
-                cache,
-                ksvd_grads=_upstream(cache, escore=eb, rscore=rb, we_x=g, wr_x=gr),
-            )
-            both += [
-                (grads["we"], np.stack(ref[Bt : Bt + H])),
-                (grads["wr"], np.stack(ref[Bt + H :])),
-            ]
-        st.close(
-            f"N = {num_tokens}: `primal_attention`'s `we_x`, and `primal_attention_backward`'s dx, d`we`, d`wr` with only $\\bar W_{{e|X}}, \\bar W_{{r|X}}$ upstream",
-            pairs,
-        )
-        if scores:
-            st.close(
-                f"N = {num_tokens}: d`we`, d`wr` with $\\bar E, \\bar R$ upstream too ($\\Phi$ from the forward's cache)",
-                both,
-            )
+def _arrays(y, dx, params: dict) -> list[np.ndarray]:
+    return [y, dx, *(params[k] for k in sorted(params))]
 
 
-@D.step("Head output [E, R] W_cᵀ + b_c (shared by the heads), padding mask, output projection")
-def concat_map(st):
-    N, Dm = 2, H * p
-    E = [symmat(f"E^{{({h + 1})}}", N, s) for h in range(H)]
-    R = [symmat(f"R^{{({h + 1})}}", N, s) for h in range(H)]
-    Wc, Wo, Yb = symmat("W^{c}", p, 2 * s), symmat("W^{o}", Dm, Dm), symmat(r"\bar{Y}", N, Dm)
-    bc = sp.Matrix(1, p, list(sp.symbols(f"b^c_1:{p + 1}", real=True)))
-    bo = sp.Matrix(1, Dm, list(sp.symbols(f"b^o_1:{Dm + 1}", real=True)))
-    mask = sp.diag(1, 0)  # token 2 is padding: its output rows are zeroed
-    ones = sp.ones(N, 1)
-    heads = [mask * (E[h].row_join(R[h]) * Wc.T + ones * bc) for h in range(H)]
-    merged = sp.Matrix.hstack(*heads)
-    Y = merged * Wo.T + ones * bo
-    L = inner(Yb, Y)
-    st.text(
-        r"""
-        One sequence of N = 2 tokens, H = 2 heads, s = 1, p = 2: $O_h = \mathrm{diag}(m)([E_h, R_h]W_c^\top + \mathbf 1 b_c^\top)$
-        with the LRA padding mask $m = (1, 0)$, heads concatenated, $Y = [O_1, O_2]W_o^\top + \mathbf 1 b_o^\top$,
-        $\mathcal L = \langle\bar Y, Y\rangle$. primal_np's backward: $\bar O = \bar Y W_o$ split into heads
-        with padded rows zeroed, then
-        """
-    )
-    dO = Yb * Wo
-    dOh = [mask * dO[:, h * p : (h + 1) * p] for h in range(H)]
-    dWc = sum(((dOh[h].T * E[h]).row_join(dOh[h].T * R[h]) for h in range(H)), sp.zeros(p, 2 * s))
-    st.exact(
-        r"$\bar W_c = \sum_{h,n}\bar O_{hn}\,[E_{hn}, R_{hn}]$ (one map for all heads)",
-        grad(L, Wc),
-        dWc,
-    )
-    st.exact(
-        r"$\bar b_c = \sum_{h,n}\bar O_{hn}$",
-        grad(L, bc),
-        sum((sp.ones(1, N) * dOh[h] for h in range(H)), sp.zeros(1, p)),
-    )
-    st.exact(
-        r"$\bar E_h = \bar O_h W_{c,:,1:s}$, $\bar R_h = \bar O_h W_{c,:,s+1:2s}$",
-        sp.Matrix.hstack(*(grad(L, E[h]).row_join(grad(L, R[h])) for h in range(H))),
-        sp.Matrix.hstack(*((dOh[h] * Wc[:, :s]).row_join(dOh[h] * Wc[:, s:]) for h in range(H))),
-    )
-    st.exact(
-        r"$\bar W_o = \bar Y^\top[O_1, O_2]$, $\bar b_o = \sum_n\bar Y_n$",
-        grad(L, Wo).col_join(grad(L, bo)),
-        (Yb.T * merged).col_join(sp.ones(1, N) * Yb),
-    )
-    st.rejects(
-        r"$\bar b_c$ without the mask (padded rows counted)",
-        grad(L, bc),
-        sum((sp.ones(1, N) * dO[:, h * p : (h + 1) * p] for h in range(H)), sp.zeros(1, p)),
-    )
+def end_to_end(st, case: Case, seed: int, wrong: dict | None = None) -> None:
+    """No KSVD loss and each preset by name, at N_POINTS random pairs of layers.
 
-    st.text(
-        r"""
-        Numerically, on `primal_attention_backward` with data-independent weights (so
-        $\bar W_e = \Phi_q^\top\bar E$ per head, B = 1) and N = p = 2 tokens, where $\Phi_q$ is square
-        and (generically) invertible, so comparing $\bar W_e$ with $\Phi_q^\top\bar E_{\text{SymPy}}$ checks $\bar E$
-        completely; $E, R$ are taken from the forward's cache.
-        """
-    )
-    cfg = PrimalAttentionConfig(
-        dim=Dm, num_heads=H, low_rank=s, variant="lra", data_dependent=False
-    )
-    f = Lambdified(
-        [*E, *R, Wc, bc, Wo, bo, Yb],
-        [
-            Y,
-            grad(L, Wc),
-            grad(L, bc),
-            grad(L, Wo),
-            grad(L, bo),
-            *(grad(L, e) for e in E),
-            *(grad(L, r) for r in R),
-        ],
-    )
-    rng = np.random.default_rng(1102)
-    pairs = []
-    m = np.array([[True, False]])
+    ``wrong``: label → (sampler, KSVD convention) that primal_np runs in place of the
+    documented ones; each must be rejected against SymPy's "lra" preset at every point."""
+    ref, cfg = Reference(case), config(case)
+    rng = np.random.default_rng(seed)
+    pairs, values, bad = [], [], {label: [] for label in wrong or {}}
     for _ in range(N_POINTS):
-        params = init_primal_attention_params(cfg, seed=int(rng.integers(1 << 30)))
-        x, dy = rng.standard_normal((1, N, Dm)), rng.standard_normal((1, N, Dm))
-        y, cache = primal_attention(x, params, cfg, mask=m)
-        dx, grads = primal_attention_backward(dy, cache)
-        es, rs = list(cache.escore[0]), list(cache.rscore[0])
-        y_ref, dwc, dbc, dwo, dbo, *dER = f(
-            *es, *rs, params["wc"], params["bc"], params["wo"], params["bo"], dy[0]
-        )
-        phq, phk = cache.phi_q[0], cache.phi_k[0]
-        pairs += [
-            (y[0], y_ref),
-            (grads["wc"], dwc),
-            (grads["bc"], dbc[0]),
-            (grads["wo"], dwo),
-            (grads["bo"], dbo[0]),
-        ]
-        pairs += [(grads["we"][h], phq[h].T @ dER[h]) for h in range(H)]
-        pairs += [(grads["wr"][h], phk[h].T @ dER[H + h]) for h in range(H)]
+        points = [random_point(case, rng) for _ in range(2)]
+        dys = [rng.standard_normal((case.B, case.N, case.D)) for _ in range(2)]
+        for k, name in enumerate([None, *PRESETS]):
+            nu = 0.0 if name is None else (0.5 if LAYER_MEAN[name] else 1.0)
+            w = np.array([ETA * nu if j == k - 1 else 0.0 for j in range(len(PRESETS))])
+            refs = [ref(x, P, dy, w) for (x, P), dy in zip(points, dys, strict=True)]
+            want = [a for r in refs for a in _arrays(r["y"], r["x"], r["params"])]
+            run, loss = primal_np_run(case, cfg, points, dys, name, ETA)
+            pairs += zip([a for y, g in run for a in _arrays(y, g.x, g.params)], want, strict=True)
+            if name is not None:
+                values.append((np.array(loss), nu * (refs[0]["L"][k - 1] + refs[1]["L"][k - 1])))
+            if name != "lra":
+                continue
+            for label, (sampler, conv) in (wrong or {}).items():
+                run, _ = primal_np_run(case, config(case, sampler), points, dys, conv, ETA)
+                got = [a for y, g in run for a in _arrays(y, g.x, g.params)]
+                bad[label].append((_cat(got), _cat(want)))
+    names = "`, d`".join(case.shapes())
     st.close(
-        "`primal_attention` output and `primal_attention_backward`'s d`wc`, d`bc`, d`wo`, d`bo`, and $\\bar E, \\bar R$ via d`we` = $\\Phi_q^\\top\\bar E$, d`wr` = $\\Phi_k^\\top\\bar R$",
+        f"{case.name}: y of `primal_attention`, and dx, d`{names}` of `primal_attention_backward` "
+        f"— two layers, without the KSVD loss and with each preset by name ({', '.join(PRESETS)})",
         pairs,
     )
+    st.close(f"{case.name}: `ksvd_loss` of the two layers in each preset = ν(L₁ + L₂)", values)
+    for label, got in bad.items():
+        st.far(f"{case.name}: {label} (all outputs and gradients together)", got)
 
 
-def test_gather_scatter():
-    gather_scatter()
+def _cat(arrays) -> np.ndarray:
+    return np.concatenate([np.ravel(a) for a in arrays])
 
 
-def test_concat_map():
-    concat_map()
+# --------------------------------------------------------------------------- the cases
+LRA = Case("lra", "lra", B=2, N=3, H=2, p=2, s=1, m=99, mask=((1, 1, 1), (1, 1, 0)))
+VISION = Case("vision, no qk bias, N ≤ s·m", "vision", B=2, N=3, H=2, p=2, s=2, m=2)
+VISION_B = Case("vision, qk bias, N > s·m", "vision", B=1, N=4, H=2, p=2, s=1, m=3, qk_bias=True)
+CAUSAL = Case("causal", "causal", B=2, N=3, H=2, p=2, s=2)
+TINY = Case("tiny lra", "lra", B=1, N=2, H=1, p=2, s=1, m=3, mask=((1, 0),))
+CASES = (LRA, VISION, VISION_B, CAUSAL)
+
+
+@D.step("Token positions of F, from the documented formula")
+def positions(st):
+    st.text(
+        r"""
+        `torch.linspace(0, N − 1, n, dtype=int)` as docs/conformance.md states it, restated
+        in `layer_statement.linspace_positions` (primal_np's sampler is not called): in
+        double, $\delta = (N-1)/(n-1)$; $\mathrm{idx}_i = \lfloor i\delta\rfloor$ for $i < \lfloor n/2\rfloor$,
+        else $\lfloor (N-1) - \delta\,(n-1-i)\rfloor$ (truncation; the values are $\ge 0$). LRA
+        takes $n = s\cdot m$ rows always; vision $n = \min(N, s\cdot m)$, all tokens in order when
+        $N \le s\cdot m$. The cases below:
+        """
+    )
+    rows = ["| case | N | s·m | positions |", "|---|---|---|---|"]
+    for case in CASES:
+        pos = case.positions()
+        shown = "— (data-independent weights)" if pos is None else _runs(pos)
+        rows.append(f"| {case.name} | {case.N} | {case.s * case.m} | {shown} |")
+    st.text("\n".join(rows))
+    st.text(
+        r"""
+        `np.linspace(0, N − 1, n).astype(int)` multiplies $i\delta$ throughout and can land one
+        below an integer that the two-sided formula reaches: computed here, no $n < 1000$
+        makes the two rules differ for N = 2, and for N = 3 the first is n = 99, at
+        $i = 49$: $49\delta$ = 0.9999999999999999 gives 0, $2 - 49\delta$ = 1.0 gives 1. The
+        lra case uses N = 3, s = 1, m = 99: $N < n$, so positions repeat, *and* the two
+        rules differ.
+        """
+    )
+    differ = [n for n in range(2, 1000) for N in (2, 3) if _differ(N, n)]
+    assert differ[0] == 99 and not any(_differ(2, n) for n in differ), differ[:3]
+    st.rejects(
+        "`np.linspace(0, 2, 99).astype(int)` as the positions for N = 3, n = 99",
+        linspace_positions(3, 99),
+        numpy_positions(3, 99),
+    )
+
+
+def _differ(N: int, n: int) -> bool:
+    return linspace_positions(N, n) != numpy_positions(N, n)
+
+
+def _runs(pos: list[int]) -> str:
+    """0, 0, 1 → "0 ×2, 1" (runs of repeats)."""
+    out, i = [], 0
+    while i < len(pos):
+        j = i
+        while j < len(pos) and pos[j] == pos[i]:
+            j += 1
+        out.append(f"{pos[i]} ×{j - i}" if j - i > 1 else str(pos[i]))
+        i = j
+    return ", ".join(out)
+
+
+@D.step("The chain rule over the definitions is SymPy's derivative of the composed layer")
+def chain_rule(st):
+    st.text(
+        r"""
+        On a tiny lra layer (B = 1, N = 2, H = 1, p = 2, s = 1, m = 3: positions (0, 0, 1),
+        second token padded), the same statement is built twice: as a `Graph` of
+        definitions, differentiated by reverse accumulation, and inlined into one
+        expression of the inputs, differentiated by `sympy.diff` entry by entry. The
+        objective carries $\langle\bar Y, Y\rangle$ and the presets "lra", "lra_trace_x",
+        "paper" with weights $w_k$. The inlined gradient is evaluated by exact substitution
+        of the random values (`xreplace`, SymPy Floats), the graph's by its generated code.
+        """
+    )
+    presets = ("lra", "lra_trace_x", "paper")
+    g = Graph()
+    o = objective(g, TINY, presets)
+    fast = Lambdified(o["inputs"], g.gradient(o["J"], o["blocks"]), defs=g.defs)
+    gi = Graph(inline=True)
+    oi = objective(gi, TINY, presets)
+    slow = gi.gradient(oi["J"], oi["blocks"])
+    rng = np.random.default_rng(1100)
+    pairs = []
+    for _ in range(2):
+        vals = [rng.standard_normal(np.shape(b)) for b in o["inputs"]]
+        flat_vals = np.concatenate([v.ravel() for v in vals]).tolist()
+        sub = dict(zip(flat(*oi["inputs"]), flat_vals, strict=True))
+        want = [
+            np.array([float(sp.sympify(e).xreplace(sub)) for e in flat(d)]).reshape(np.shape(d))
+            for d in slow
+        ]
+        pairs += zip(fast(*vals), want, strict=True)
+    st.close(
+        f"the graph's gradient (x and {len(o['names'])} parameter arrays) against `diff` of the inlined objective",
+        pairs,
+        points=2,
+    )
+
+
+def _shifted(n: int):
+    return lambda N: np.minimum(np.array(linspace_positions(N, n)) + 1, N - 1)
+
+
+@D.step("lra: data-dependent weights, padding mask, N < n (repeated positions)")
+def lra(st):
+    n = LRA.s * LRA.m
+    st.text(
+        rf"""
+        B = {LRA.B}, N = {LRA.N}, H = {LRA.H}, p = {LRA.p}, s = {LRA.s}, m = {LRA.m}: n = {n}
+        rows of $F$ from 3 tokens, and the second sequence's last token padded (its output
+        row is zeroed; it still enters $F$ and the loss). Each of the {N_POINTS} random points
+        draws two independent layers (inputs, parameters, $\bar Y$); $\eta = {ETA}$. Then the
+        comparison is shown to catch a wrong sampler and a wrong preset: primal_np run with
+        it must be far from SymPy's "lra" at every point.
+        """
+    )
+    wrong = {
+        "sampler `np.linspace(0, N − 1, n).astype(int)` (one row differs)": (
+            lambda N: np.array(numpy_positions(N, n)),
+            "lra",
+        ),
+        "sampler off by one (every position + 1, capped at N − 1)": (_shifted(n), "lra"),
+        "preset with λ in place of λ² (`KSVDConvention(quadratic='Lambda')`)": (
+            "linspace",
+            KSVDConvention(quadratic="Lambda"),
+        ),
+        "preset with the layer sum in place of the mean (`KSVDConvention(layers='sum')`)": (
+            "linspace",
+            KSVDConvention(layers="sum"),
+        ),
+    }
+    end_to_end(st, LRA, 1101, wrong)
+
+
+@D.step("vision: fused qk weight, with and without its bias, all tokens when N ≤ s·m")
+def vision(st):
+    st.text(
+        r"""
+        One `qk` linear $D \to 2D$ split into $Q$ (first $D$ outputs) and $K$, then the lra
+        steps without a mask. Without the qk bias: N = 3 ≤ s·m = 4, so $F$ holds all three
+        tokens in order and $W_e \in \mathbb R^{3\times s}$; with it: N = 4 > s·m = 3, the
+        positions (0, 1, 3) of the formula.
+        """
+    )
+    end_to_end(st, VISION, 1102)
+    end_to_end(st, VISION_B, 1103)
+
+
+@D.step("causal: running means, data-independent weights")
+def causal(st):
+    st.text(
+        r"""
+        $\tilde q_i = \frac1i\sum_{t\le i} q_t$ and $\tilde k_i$ before the cosine map; $W_e, W_r \in
+        \mathbb R^{p\times s}$ used directly ($W_{e|X} = W_e$, so the two traces coincide).
+        B = 2, N = 3, H = 2, p = 2, s = 2.
+        """
+    )
+    end_to_end(st, CAUSAL, 1104)
+
+
+def test_positions():
+    positions()
+
+
+def test_chain_rule():
+    chain_rule()
+
+
+def test_lra():
+    lra()
+
+
+def test_vision():
+    vision()
+
+
+def test_causal():
+    causal()
 
 
 if __name__ == "__main__":

@@ -20,15 +20,22 @@ Exact comparison of a (matrix) expression a with b, entry by entry:
   statement as "cancel" for denominators that do not vanish (they are products of the
   σ_l > 0 here), cheaper on large expressions.
 
-Numeric comparison (``rel_err``): for arrays a (primal_np) and b (SymPy, lambdified and
-evaluated in float64),
+Numeric comparison: ``primal_np.compare.rel_error``, the project's one relative error. For
+a primal_np result a and the SymPy reference r (lambdified and evaluated in float64),
 
-    err(a, b) = max_i |a_i − b_i| / max(max_i |a_i|, max_i |b_i|),   err = 0 if a ≡ b ≡ 0,
+    err(a, r) = max_i |a_i − r_i| / max_i |r_i|,   err = 0 if a ≡ r (both exactly zero);
 
-NaN anywhere gives err = inf. A check passes iff err ≤ TOL = 1e-12 for every output array
-at every random point. An equation lhs = rhs that should hold at a numerically computed
-point (an SVD, say) is checked by its relative residual ``rel_residual`` —
+err = inf when r is all zero but a is not, or on NaN/inf. A check passes iff err ≤ TOL =
+1e-12 for every output array at every random point (``Step.close``); arrays of different
+shapes are a bug of the derivation and raise. An equation lhs = rhs that should hold at a
+numerically computed point (an SVD, say) is checked by ``primal_np.compare.rel_residual`` —
 ‖lhs − rhs‖_F / (‖lhs‖_F + ‖rhs‖_F) ≤ TOL — since err against an exact 0 is meaningless.
+
+Compositions too large to differentiate as one expression (the whole Primal-Attention
+layer) are stated as a ``Graph``: one scalar definition u_k = f_k(inputs, u_1, …, u_{k−1})
+per entry of each intermediate (the equations of the definitions, nothing inlined), and
+the gradient of a scalar objective is accumulated backwards over the definitions with
+SymPy's ``diff`` of each f_k (the chain rule, exactly; ``Graph.gradient``).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import sys
 import textwrap
 import time
@@ -44,9 +52,12 @@ from pathlib import Path
 
 import numpy as np
 import sympy as sp
+from sympy.printing.pycode import PythonCodePrinter
 
 if importlib.util.find_spec("primal_np") is None:  # run from a source tree, not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from primal_np.compare import rel_error  # noqa: E402  (the project's one relative error)
 
 TOL = 1e-12
 N_POINTS = 5  # random points per numeric check
@@ -169,25 +180,12 @@ def exact_difference(a, b, how: str = "expand") -> sp.Expr | None:
 
 
 # --------------------------------------------------------------------------- numeric
-def rel_err(got, want) -> float:
-    """max|a − b| / max(max|a|, max|b|); 0 if both are exactly zero; inf on NaN."""
-    a = np.asarray(got, dtype=np.float64)
-    b = np.asarray(want, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {a.shape} versus {b.shape}")
-    if np.isnan(a).any() or np.isnan(b).any():
-        return float("inf")
-    scale = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0))
-    diff = np.abs(a - b).max(initial=0.0)
-    return float(diff / scale) if scale > 0 else 0.0
-
-
-def rel_residual(lhs, rhs) -> float:
-    """‖lhs − rhs‖_F / (‖lhs‖_F + ‖rhs‖_F) for an equation lhs = rhs; 0 if both vanish."""
-    a = np.asarray(lhs, dtype=np.float64)
-    b = np.asarray(rhs, dtype=np.float64)
-    den = np.linalg.norm(a) + np.linalg.norm(b)
-    return float(np.linalg.norm(a - b) / den) if den > 0 else 0.0
+def err(got, want) -> float:
+    """``rel_error(got, want)``: primal_np's result against the SymPy reference ``want``."""
+    a, r = np.asarray(got), np.asarray(want)
+    if a.shape != r.shape:
+        raise ValueError(f"shapes differ: {a.shape} versus {r.shape}")
+    return rel_error(a, r)
 
 
 class Lambdified:
@@ -195,15 +193,20 @@ class Lambdified:
 
     ``Lambdified([A, x], [G, f])(a, xv)`` with A a Matrix (or object array) of symbols and
     a a numpy array of the same shape returns [G(a, xv), f(a, xv)] as numpy arrays in the
-    shapes of G and f. Uses ``sympy.lambdify(..., modules="numpy", cse=True)``.
+    shapes of G and f. Uses ``sympy.lambdify(..., modules="numpy", cse=True)``; with
+    ``defs`` (a ``Graph``'s definitions, ``[(u, expr), …]`` in evaluation order) the
+    definitions are evaluated in order first, and the outputs may use their symbols.
     """
 
-    def __init__(self, inputs: Sequence, outputs: Sequence):
+    def __init__(self, inputs: Sequence, outputs: Sequence, defs: Sequence[tuple] | None = None):
         self.in_sizes = [len(flat(t)) for t in inputs]
         self.out_shapes = [_entries(o)[0] for o in outputs]
         # Plain identifiers for the arguments: lambdify would otherwise re-substitute every
         # symbol whose name is LaTeX (slow on large expressions).
         syms = flat(*inputs)
+        if defs is not None:
+            self._f = _program(syms, [_entries(o)[1] for o in outputs], defs)
+            return
         safe = [sp.Symbol(f"a{i}", real=True) for i in range(len(syms))]
         rename = dict(zip(syms, safe, strict=True))
         exprs = [[sp.sympify(e).xreplace(rename) for e in _entries(o)[1]] for o in outputs]
@@ -221,6 +224,114 @@ class Lambdified:
             np.array(o, dtype=np.float64).reshape(shape)
             for o, shape in zip(outs, self.out_shapes, strict=True)
         ]
+
+
+class _Printer(PythonCodePrinter):
+    """Python source of an expression; input symbols printed as a0, a1, … (their names are
+    LaTeX), sums in SymPy's internal order (sorting terms only costs time)."""
+
+    def __init__(self, names: dict):
+        super().__init__({"order": "none"})
+        self.names = names
+
+    def _print_Symbol(self, expr):
+        return self.names.get(expr) or super()._print_Symbol(expr)
+
+
+def _program(inputs: list, outputs: list[list], defs: Sequence[tuple]) -> Callable:
+    """A Python function of the inputs: every definition u = e in order, then the outputs.
+    (What ``sympy.lambdify`` with ``cse`` generates, written directly: lambdify's own
+    preprocessing of a few thousand definitions costs more than the printing.)"""
+    pr = _Printer({x: f"a{i}" for i, x in enumerate(inputs)})
+    lines = [f"def _f({', '.join(f'a{i}' for i in range(len(inputs)))}):"]
+    lines += [f"    {u.name} = {pr.doprint(e)}" for u, e in defs]
+    outs = ", ".join("[" + ", ".join(pr.doprint(sp.sympify(e)) for e in o) + "]" for o in outputs)
+    lines.append(f"    return [{outs}]")
+    namespace = {"math": math}
+    exec("\n".join(lines), namespace)  # noqa: S102 (our own generated source)
+    return namespace["_f"]
+
+
+def _like(wrt, values: dict):
+    """values[x] for every symbol x of ``wrt``, in the shape of ``wrt``."""
+    if isinstance(wrt, sp.MatrixBase):
+        return wrt.applyfunc(lambda x: values[x])
+    if isinstance(wrt, np.ndarray):
+        out = np.empty(wrt.shape, dtype=object)
+        for idx in np.ndindex(*wrt.shape):
+            out[idx] = values[wrt[idx]]
+        return out
+    return [values[x] for x in flat(wrt)]
+
+
+class Graph:
+    """A computation stated as scalar definitions, and gradients by the chain rule over them.
+
+    ``g.define(value)`` takes an expression, a Matrix or an object array and returns the
+    same shape of fresh symbols u_k, recording the definition u_k = value_k of every entry
+    that is not already a symbol or a number. With ``inline=True`` it returns ``value``
+    itself instead, so the same statement gives the composed expression (for comparing
+    with ``sympy.diff`` of the whole on tiny cases).
+
+    ``g.gradient(f, [w1, w2, …])``: ∂f/∂x for every symbol x of each block (in its shape), f a scalar
+    expression of inputs and defined symbols, by reverse accumulation — newest definition
+    first, the adjoint of u_k is
+
+        ū_k = ∂f/∂u_k + Σ_{j > k} ū_j ∂f_j/∂u_k,     and   ∂f/∂x = ∂f/∂x + Σ_j ū_j ∂f_j/∂x,
+
+    where every partial is SymPy's ``diff`` of one definition f_j with respect to one of
+    its arguments (all others held fixed). That is the chain rule for the composition,
+    exactly; nothing about the definitions is assumed. The adjoints are recorded as
+    definitions too, so ``Lambdified(inputs, outputs, defs=g.defs)`` evaluates values and
+    gradients in one pass.
+    """
+
+    def __init__(self, inline: bool = False):
+        self.inline = inline
+        self.defs: list[tuple[sp.Symbol, sp.Expr]] = []
+
+    def _new(self, prefix: str, expr) -> sp.Basic:
+        expr = sp.sympify(expr)
+        if self.inline or isinstance(expr, (sp.Symbol, sp.Number)):
+            return expr
+        u = sp.Symbol(f"{prefix}{len(self.defs)}", real=True)
+        self.defs.append((u, expr))
+        return u
+
+    def define(self, value):
+        if isinstance(value, sp.MatrixBase):
+            return value.applyfunc(lambda e: self._new("u", e))
+        if isinstance(value, np.ndarray):
+            out = np.empty(value.shape, dtype=object)
+            for idx in np.ndindex(*value.shape):
+                out[idx] = self._new("u", value[idx])
+            return out
+        return self._new("u", value)
+
+    def gradient(self, f, wrt: Sequence) -> list:
+        """[∂f/∂w for w in wrt], each in the shape of w (see the class docstring)."""
+        if self.inline:
+            return [grad(f, w) for w in wrt]
+        adj: dict[sp.Basic, list] = {a: [d] for a, d in _partials(sp.sympify(f)).items()}
+        for u, e in reversed(list(self.defs)):
+            terms = adj.pop(u, None)
+            if not terms:
+                continue
+            ubar = self._new("v", sp.Add(*terms))
+            for a, d in _partials(e).items():
+                adj.setdefault(a, []).append(ubar * d)
+        return [_like(w, {x: sp.Add(*adj.get(x, [])) for x in flat(w)}) for w in wrt]
+
+
+def _partials(e: sp.Expr) -> dict:
+    """{a: ∂e/∂a} for every free symbol a of e; a sum term by term, each term only with
+    respect to its own symbols (``sympy.diff`` is linear; the same result as diff(e, a))."""
+    terms = e.args if isinstance(e, sp.Add) else (e,)
+    parts: dict[sp.Basic, list] = {}
+    for t in terms:
+        for a in t.free_symbols:
+            parts.setdefault(a, []).append(sp.diff(t, a))
+    return {a: sp.Add(*d) for a, d in parts.items()}
 
 
 # --------------------------------------------------------------------------- steps
@@ -269,7 +380,7 @@ class Step:
 
     def close(self, label: str, pairs: Iterable[tuple], points: int = N_POINTS) -> None:
         """Numeric: every (primal_np, SymPy) pair has err ≤ TOL; assert."""
-        errs = [rel_err(g, w) for g, w in pairs]
+        errs = [err(g, w) for g, w in pairs]
         worst = max(errs)
         assert worst <= TOL, f"{self.title}: {label}: err {worst:.3e} > {TOL:g}"
         self.numeric.append((label, worst))
@@ -277,7 +388,7 @@ class Step:
         self.parts.append(f"- **Checked** {label} — err ≤ 1e-12 {where}.")
 
     def small(self, label: str, residuals: Iterable[float], points: int = N_POINTS) -> None:
-        """Numeric: every relative residual (see ``rel_residual``) is ≤ TOL; assert."""
+        """Numeric: every relative residual (``rel_residual``) is ≤ TOL; assert."""
         worst = max(residuals)
         assert worst <= TOL, f"{self.title}: {label}: residual {worst:.3e} > {TOL:g}"
         self.numeric.append((label, worst))
@@ -293,7 +404,7 @@ class Step:
 
     def far(self, label: str, pairs: Iterable[tuple]) -> None:
         """Sanity: a deliberately wrong numeric result must fail the criterion at every point."""
-        best = min(rel_err(g, w) for g, w in pairs)
+        best = min(err(g, w) for g, w in pairs)
         assert best > TOL, f"{self.title}: the wrong result {label!r} passed (err {best:.3e})"
         self.n_rejected += 1
         self.parts.append(f"- **Rejected numerically** (sanity check) {label}.")
