@@ -225,6 +225,18 @@ print("KEP-SVGP KL term at init and at the end:", [round(h["kl"]["layer 1"]) for
 # distributions (`train`'s default, the Monte-Carlo predictive distribution) and the
 # softmax of the mean logits (the authors' `valid.py`). A third prediction uses the
 # posterior mean (noise 0, `--mc-samples 0`). The other two models are deterministic.
+#
+# For the predicted distributions $p_i$ of $M$ test sequences with labels $y_i$,
+# `primal_np.nn.metrics` computes (and `train` reports for every model)
+#
+# $$ \text{NLL} = -\frac1M\sum_i \log p_{i,y_i}, \qquad
+#    \text{Brier} = \frac1M\sum_i\sum_c \big(p_{ic} - [c = y_i]\big)^2, \qquad
+#    \text{ECE} = \sum_{b=1}^{15} \frac{M_b}{M}\,\big|\text{acc}_b - \text{conf}_b\big| , $$
+#
+# where bin $b$ holds the $M_b$ predictions whose confidence $\max_c p_{ic}$ lies in
+# $\big(\frac{b-1}{15}, \frac{b}{15}\big]$, and $\text{acc}_b$, $\text{conf}_b$ are
+# their accuracy and mean confidence (the authors' metrics code). Lower is better for
+# all three.
 
 # %%
 test = make_task("listops", n=1000, seed=1000, **TASK)  # not a seed train used (0, 1, 2)

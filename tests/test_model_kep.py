@@ -54,7 +54,11 @@ def test_training_noise_is_a_function_of_seed_step_and_layer():
     assert not np.array_equal(a[0], a[1])  # layers draw independently
     assert not np.array_equal(a[0], training_noise(cfg, 3, 6, 4, 6)[0])  # fresh per step
     assert not np.array_equal(a[0], training_noise(cfg, 4, 5, 4, 6)[0])  # and per seed
-    assert training_noise(ModelConfig(model="transformer", **TINY), 3, 5, 4, 6) == {}
+    tcfg = ModelConfig(model="transformer", **TINY)
+    assert training_noise(tcfg, 3, 5, 4, 6) == {}
+    ids = np.full((4, 6), 2)
+    with pytest.raises(ValueError, match="noise is given, but the model has no KEP-SVGP layer"):
+        model_forward(init_model_params(tcfg), ids, ids > 0, tcfg, noise=a)
 
 
 def test_each_training_step_uses_its_own_noise(monkeypatch):

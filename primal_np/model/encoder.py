@@ -174,6 +174,8 @@ def _kep_noise(noise: object, cfg: ModelConfig, batch: int, num_tokens: int) -> 
         if kep:
             shape = noise_shape(cfg.kep_config(), batch, num_tokens)
             noise = {i: np.zeros(shape) for i in kep}
+    if noise and not kep:
+        raise ValueError("noise is given, but the model has no KEP-SVGP layer")
     if not isinstance(noise, dict) or sorted(noise) != kep:
         got = sorted(noise) if isinstance(noise, dict) else type(noise).__name__
         raise ValueError(f"noise must map each KEP-SVGP layer index {kep} to an array, got {got}")

@@ -7,10 +7,11 @@ labels y_i, the confidence conf_i = max_c p_ic and the prediction ŷ_i = argmax_
     accuracy = (1/M) Σ_i [ŷ_i = y_i]
     NLL      = −(1/M) Σ_i log p_{i, y_i}                          (natural log)
     Brier    = (1/M) Σ_i Σ_c (p_ic − [c = y_i])²
-    ECE      = Σ_b (|I_b| / M) · | acc(I_b) − conf(I_b) |,
-               I_b = {i : (b−1)/n_b < conf_i ≤ b/n_b},  b = 1 … n_b  (n_b = 15 bins)
+    ECE      = Σ_b (M_b / M) · abs(acc_b − conf_b),
+               bin b = {i : (b−1)/n_b < conf_i ≤ b/n_b},  b = 1 … n_b  (n_b = 15 bins)
 
-with acc(I_b), conf(I_b) the mean correctness and mean confidence over the bin. These are
+with M_b the number of examples in bin b, acc_b and conf_b their mean correctness and
+mean confidence. These are
 the metrics the KEP-SVGP paper reports and computes (its ``utils/metrics.py``: 15 equal-width
 bins, right-closed, on the maximum softmax probability); its tables scale them (ECE and
 Brier × 100, NLL × 10), these functions do not.
@@ -199,7 +200,7 @@ def _ece(rel: ReliabilityBins) -> float:
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE = Σ_b (|I_b|/M) |acc(I_b) − conf(I_b)| over ``bins`` equal-width bins (module
+    """ECE = Σ_b (M_b/M) · abs(acc_b − conf_b) over ``bins`` equal-width bins (module
     docstring). Shapes: probs (M, C), labels (M,)."""
     return _ece(reliability_bins(probs, labels, bins))
 
