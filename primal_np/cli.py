@@ -81,6 +81,8 @@ TRAIN_FLAGS = {
     "ksvd_convention": "--ksvd-convention", "pooling": "--pooling", "positions": "--positions",
     "feature_map": "--feature-map", "trace_no_x": "--trace-x",
     "data_dependent": "--data-independent", "rscores": "--no-rscores", "resume": "--resume",
+    "kep_layers": "--kep-layers", "eta_kl": "--eta-kl", "mc_samples": "--mc-samples",
+    "mc_average": "--mc-average",
 }  # fmt: skip
 
 
@@ -97,6 +99,8 @@ def _train_config(args: argparse.Namespace):
         "checkpoint_dir": args.checkpoint,
         "checkpoint_every": args.checkpoint_every, "ksvd_convention": args.ksvd_convention,
         "pooling": args.pooling, "positions": args.positions, "feature_map": args.feature_map,
+        "kep_layers": args.kep_layers, "eta_kl": args.eta_kl, "mc_samples": args.mc_samples,
+        "mc_average": args.mc_average,
     }  # fmt: skip
     kw: dict = {k: v for k, v in overrides.items() if v is not None}
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
@@ -141,15 +145,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return fail("not enough memory for this configuration (lower --dim, --depth or --n-train)")
     except OSError as exc:  # the environment (a checkpoint path's filesystem, ...)
         return fail(str(exc))
+    kep = "kep" in result.model_config["attention"]
+    prediction = (
+        "softmax of the logits"
+        if not kep
+        else "posterior mean (noise 0)"
+        if cfg.mc_samples == 0
+        else f"{cfg.mc_samples} samples, mean of the {cfg.mc_average}"
+    )
     summary = {
         "model": cfg.model,
         "task": cfg.task,
         "accuracy": result.accuracy,
+        "nll": result.nll,
+        "ece": result.ece,
+        "brier": result.brier,
+        "prediction": prediction,
         "chance_accuracy": result.chance_accuracy,
         "task_loss": result.test_task_loss,
         "train_task_loss": result.train_task_loss,
         "val_accuracy": result.val_accuracy,
         "ksvd_loss": result.ksvd_loss_per_layer,
+        "kl": result.kl_per_layer,
         "J": result.j_per_layer,
         "steps": result.steps,
         "seconds": result.seconds,
@@ -164,10 +181,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"(chance {result.chance_accuracy:.3f}), test loss {result.test_task_loss:.3f}, "
             f"{result.steps} steps in {result.seconds:.0f} s ({result.tokens_per_second:.0f} tokens/s)"
         )
+        print(
+            f"  test NLL {result.nll:.4f}, ECE {result.ece:.4f} (15 bins), Brier "
+            f"{result.brier:.4f}; prediction: {prediction}"
+        )
         for name, v in result.ksvd_loss_per_layer.items():
             js = result.j_per_layer.get(name, [])
             trail = " → ".join(f"{j:+.3g}" for j in js[:: max(1, len(js) // 5)])
-            print(f"  {name}: KSVD loss {v:.3g}; J over training {trail}")
+            kl = result.kl_per_layer.get(name)
+            kl_text = "" if kl is None else f"; KL {kl:.4g}"
+            print(f"  {name}: KSVD loss {v:.3g}{kl_text}; J over training {trail}")
     return 0
 
 
@@ -262,13 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train",
-        help="train a small PrimalFormer / Primal.+Trans. / Transformer on a synthetic task",
+        help="train a small PrimalFormer / Primal.+Trans. / Transformer / KEP-SVGP model on a "
+        "synthetic task",
         description="Train a small encoder classifier with manual backprop on a generated task "
-        "and report held-out accuracy. Models: "
+        "and report held-out accuracy with the uncertainty metrics of the prediction: negative "
+        "log-likelihood, expected calibration error (15 equal-width bins of the maximum "
+        "probability) and Brier score. Models: "
         + "; ".join(f"{k}: {v}" for k, v in MODELS.items())
         + ". Tasks: listops and retrieval (classification: encoder, padding mask, pooling); "
         "markov (next-token prediction: a decoder with causal attention, primal layers in "
-        "the causal variant). Progress goes to stderr (tqdm when installed and on a terminal).",
+        "the causal variant; kep-svgp has no causal variant and is refused). KEP-SVGP layers "
+        "(the authors' CoLA module) draw fresh noise at every step and predict with "
+        "--mc-samples passes (docs/conformance.md). Progress goes to stderr (tqdm when "
+        "installed and on a terminal).",
         epilog="Exit status: 0 done; 2 bad input or environment: a flag's value, a --task-param, "
         "an unwritable --checkpoint directory or an unusable --resume checkpoint (one line "
         "naming the flag, before training starts); 3 training diverged: a non-finite value in "
@@ -280,9 +309,22 @@ def build_parser() -> argparse.ArgumentParser:
         "exactly where the checkpoint stopped (same flags: the same run, bit for bit).",
     )
     t.add_argument("--model", choices=list(MODELS), default="primalformer")
+    t.add_argument("--kep-layers", choices=["last", "all"],
+                   help="kep-svgp: KEP-SVGP attention in the last layer (default, as the "
+                   "authors' models) or in every layer")  # fmt: skip
+    t.add_argument("--eta-kl", type=float,
+                   help="weight η_kl of the KEP-SVGP layers' KL term (default 1.0, theirs)")  # fmt: skip
+    t.add_argument("--mc-samples", type=int, metavar="K",
+                   help="kep-svgp: predict with K forward passes of fresh noise (default 10, "
+                   "theirs); 0: the posterior mean (noise 0)")  # fmt: skip
+    t.add_argument("--mc-average", choices=["probs", "logits"],
+                   help="kep-svgp: average the K softmax probabilities (default: the Monte-Carlo "
+                   "predictive distribution) or the K logits (the authors' valid.py)")  # fmt: skip
     t.add_argument("--task", choices=list(TASKS), default=None, help="default: listops")
     t.add_argument("--steps", type=int, help="optimiser steps (default 600)")
-    t.add_argument("--eta", type=float, help="weight η of the KSVD loss (default 0.1)")
+    t.add_argument("--eta", type=float,
+                   help="weight η of the KSVD loss (default 0.1; of the primal and the KEP-SVGP "
+                   "layers)")  # fmt: skip
     t.add_argument("--low-rank", type=int, help="s, rank of the primal layers (default 8)")
     t.add_argument("--rank-multi", type=int, help="n = s·rank_multi sampled rows (default 4)")
     t.add_argument("--ksvd-convention", choices=["lra", "lra_trace_x", "per_sample", "paper"])

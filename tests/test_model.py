@@ -8,7 +8,7 @@ import pytest
 from primal_np.cli import main
 from primal_np.gradcheck import gradcheck
 from primal_np.model import ModelConfig, init_model_params, loss_and_grads, model_forward
-from primal_np.model.encoder import model_loss
+from primal_np.model.encoder import kep_layer_indices, model_loss
 from primal_np.model.spectrum import attention_spectrum, normalized_cumulative_singular_values
 from primal_np.model.train import TrainConfig, TrainingDiverged, load_checkpoint, train
 
@@ -45,17 +45,25 @@ def _batch(rng):
             "directional",
         ),
         ("primalformer", dict(data_dependent=False, ksvd_convention="per_sample"), "directional"),
+        # KEP-SVGP in the last layer, then in both, with a fixed non-zero noise: the task loss,
+        # η·KSVD and η_kl·KL all reach every parameter
+        ("kep-svgp", dict(eta_kl=0.7), "elementwise"),
+        ("kep-svgp", dict(kep_layers="all", eta_kl=0.05, pooling="cls"), "directional"),
     ],
 )
 def test_whole_model_finite_differences(rng, model, extra, mode):
     cfg = ModelConfig(model=model, eta=0.3, **TINY, **extra)
     params = init_model_params(cfg, seed=1)
     ids, mask, labels = _batch(rng)
-    r = loss_and_grads(params, ids, mask, labels, cfg)
+    noise = {i: rng.standard_normal((3, 2, 6, 2, 1)) for i in kep_layer_indices(cfg)}
+    assert len(noise) == {"last": 1, "all": 2}[cfg.kep_layers] or model != "kep-svgp"
+    r = loss_and_grads(params, ids, mask, labels, cfg, noise=noise)
     assert set(r.grads) == set(params)
-    assert r.loss == model_loss(params, ids, mask, labels, cfg)
+    assert r.loss == model_loss(params, ids, mask, labels, cfg, noise=noise)
+    if noise:
+        assert r.kl_loss > 0 and set(r.kl_per_layer) == set(noise) and r.ksvd_loss > 0
     rep = gradcheck(
-        lambda **p: model_loss(p, ids, mask, labels, cfg),
+        lambda **p: model_loss(p, ids, mask, labels, cfg, noise=noise),
         params,
         r.grads,
         mode=mode,
@@ -212,11 +220,13 @@ def _interrupt_at_step(monkeypatch, k):
     monkeypatch.setattr(steps, "loss_and_grads", dying)
 
 
-def test_checkpoint_resume_equals_uninterrupted(tmp_path, monkeypatch):
+@pytest.mark.parametrize("model", ["primalformer", "kep-svgp"])
+def test_checkpoint_resume_equals_uninterrupted(tmp_path, monkeypatch, model):
     """Killed during step 7 of 8, the run left its step-6 --checkpoint-every save; resuming
     from it gives the uninterrupted run's parameters, optimiser state, history and
-    accuracy bit for bit (all but the wall-clock seconds)."""
-    kw = dict(steps=8, eval_every=3, checkpoint_every=2)
+    accuracy bit for bit (all but the wall-clock seconds). KEP-SVGP: the noise of each
+    step and of the Monte-Carlo evaluations is the same in both runs."""
+    kw = dict(steps=8, eval_every=3, checkpoint_every=2, model=model, mc_samples=2)
     full = train(_small_train(tmp_path, **kw, checkpoint_dir=str(tmp_path / "full")),
                  progress=False)  # fmt: skip
     ck = tmp_path / "ck"
@@ -226,7 +236,7 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             train(cfg, progress=False)
     params, opt, mcfg, tcfg, step = load_checkpoint(ck)
-    assert step == 6 and opt["step"] == 6 and mcfg.model == "primalformer" and tcfg == cfg
+    assert step == 6 and opt["step"] == 6 and mcfg.model == model and tcfg == cfg
     resumed = train(cfg, progress=False, resume=str(ck))
     assert resumed.steps == 2 and full.steps == 8
     assert set(resumed.params) == set(full.params)
@@ -245,6 +255,10 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert no_seconds(resumed.history) == no_seconds(full.history)
     assert resumed.j_per_layer == full.j_per_layer
     assert resumed.ksvd_loss_per_layer == full.ksvd_loss_per_layer
+    assert resumed.kl_per_layer == full.kl_per_layer
+    assert (resumed.nll, resumed.ece, resumed.brier) == (full.nll, full.ece, full.brier)
+    if model == "kep-svgp":
+        assert list(full.kl_per_layer) == ["layer 1"] and "kl" in full.history[-1]
     assert (resumed.train_task_loss, resumed.val_accuracy) == (full.train_task_loss,
                                                                full.val_accuracy)  # fmt: skip
     assert (resumed.accuracy, resumed.test_task_loss) == (full.accuracy, full.test_task_loss)
@@ -280,6 +294,9 @@ def test_cli_train_json_last_line(capsys):
     out = json.loads(last)
     for key in (
         "accuracy",
+        "nll",
+        "ece",
+        "brier",
         "chance_accuracy",
         "task_loss",
         "ksvd_loss",

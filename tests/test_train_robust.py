@@ -115,6 +115,21 @@ TRAIN_FLAG_CASES = [FlagCase(*row) for row in [
     ("resume-missing", ["--resume", "{missing}"], "--resume", "no such directory"),
     ("resume-a-file", ["--resume", "{file}"], "--resume", "is not a directory"),
     ("resume-empty-dir", ["--resume", "{dir}"], "--resume", "has no checkpoint.json"),
+    ("eta-kl-negative", ["--model", "kep-svgp", "--eta-kl=-1"], "--eta-kl",
+     "must be >= 0.0, got -1.0"),
+    ("eta-kl-nan", ["--model", "kep-svgp", "--eta-kl", "nan"], "--eta-kl", "must be finite"),
+    ("eta-kl-text", ["--eta-kl", "one"], "--eta-kl", "invalid float value: 'one'"),
+    ("kep-layers-unknown", ["--kep-layers", "first"], "--kep-layers", "invalid choice: 'first'"),
+    ("kep-layers-other-model", ["--kep-layers", "all"], "--kep-layers",
+     "is 'all', but it applies to --model kep-svgp only"),
+    ("mc-samples-negative", ["--model", "kep-svgp", "--mc-samples", "-1"], "--mc-samples",
+     "must be >= 0, got -1"),
+    ("mc-samples-text", ["--mc-samples", "ten"], "--mc-samples", "invalid int value: 'ten'"),
+    ("mc-average-unknown", ["--mc-average", "median"], "--mc-average",
+     "invalid choice: 'median'"),
+    ("kep-svgp-next-token", ["--model", "kep-svgp", "--task", "markov"], "--model",
+     "kep-svgp cannot learn the next-token task 'markov': KEP-SVGP attention has no causal "
+     "variant"),
 ]]  # fmt: skip
 
 
@@ -518,6 +533,11 @@ TRAIN_CONFIG_CASES = [
     ("checkpoint_every", -1, ValueError, "checkpoint_every must be >= 0"),
     ("task_params", [("max_len", 3)], TypeError, "task_params must be a dict"),
     ("mlp_hidden", 0, ValueError, "mlp_hidden must be >= 1"),
+    ("eta_kl", "1", TypeError, "eta_kl must be a real number"),
+    ("mc_samples", 2.0, TypeError, "mc_samples must be an integer"),
+    ("mc_samples", -3, ValueError, "mc_samples must be >= 0, got -3"),
+    ("mc_average", "median", ValueError, "mc_average must be one of probs, logits"),
+    ("kep_layers", "first", ValueError, "kep_layers must be one of last, all"),
 ]
 
 

@@ -47,9 +47,10 @@ FORMAT = "primal_np checkpoint 1"
 META = "checkpoint.json"
 _ARRAYS = re.compile(r"checkpoint-\d+-[0-9a-f]{16}\.npz")
 _TMP_PREFIX = ".checkpoint-tmp-"
-# the fields of a history record (train._record) and their kinds
+# the fields of a history record (train._record) and their kinds; "kl" only with KEP-SVGP layers
 _RECORD = {"step": int, "train_task_loss": float, "val_accuracy": float, "val_task_loss": float,
            "ksvd_loss": dict, "J": dict, "seconds": float}  # fmt: skip
+_OPTIONAL = {"kl": dict}
 
 
 class CheckpointError(ValueError):
@@ -226,15 +227,16 @@ def _finite(x: object) -> bool:
 
 def _is_record(rec: object) -> bool:
     """An entry of ``TrainResult.history``: step, losses, accuracy, per-layer dicts."""
-    if not isinstance(rec, dict) or set(rec) != set(_RECORD):
+    if not isinstance(rec, dict) or not set(_RECORD) <= set(rec) <= set(_RECORD) | set(_OPTIONAL):
         return False
     if not isinstance(rec["step"], int) or isinstance(rec["step"], bool):
         return False
-    scalars = all(_finite(rec[k]) for k in _RECORD if _RECORD[k] is float)
+    kinds = {**_RECORD, **_OPTIONAL}
+    scalars = all(_finite(rec[k]) for k in rec if kinds[k] is float)
     dicts = all(
         isinstance(rec[k], dict) and all(_finite(v) for v in rec[k].values())
-        for k in _RECORD
-        if _RECORD[k] is dict
+        for k in rec
+        if kinds[k] is dict
     )
     return scalars and dicts
 

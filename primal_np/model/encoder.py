@@ -1,5 +1,5 @@
-"""A small pre-LN Transformer with canonical or primal attention per layer: an encoder
-classifier, or (``cfg.causal``) a decoder for next-token prediction.
+"""A small pre-LN Transformer with canonical, primal or KEP-SVGP attention per layer: an
+encoder classifier, or (``cfg.causal``) a decoder for next-token prediction.
 
     x⁰ = E[ids] + P                                   (learned or sinusoidal positions)
     xˡ = xˡ⁻¹ + Attnˡ(LN₁ˡ(xˡ⁻¹));  xˡ ← xˡ + MLPˡ(LN₂ˡ(xˡ))
@@ -7,6 +7,11 @@ classifier, or (``cfg.causal``) a decoder for next-token prediction.
     decoder:     logits_t = LN_f(x^L)_t W_hᵀ + b_h               (B, N, V), causal attention
     loss = CE(logits, labels) + η · KSVD(primal layers)          (decoder: mean CE over the
                                                                    scored positions)
+           + η · Σ ksvd_l + η_kl · Σ kl_l                        (KEP-SVGP layers l)
+
+KEP-SVGP layers draw nothing themselves: their standard-normal noise is an input,
+``noise = {layer index: array of primal_np.kep_svgp.noise_shape}``, and without it they
+output the posterior mean (noise 0). The gradient holds the noise fixed.
 
 Everything is a forward/backward pair built from primal_np's ops; ``loss_and_grads``
 returns the loss, its parts and the gradient of every parameter. Parameters are a
@@ -24,6 +29,15 @@ import numpy as np
 
 from .._checks import float_dtype
 from ..fast import primal_attention_impl
+from ..kep_svgp import (
+    KEPSVGPLossGrads,
+    init_kep_svgp_params,
+    kep_svgp_attention,
+    kep_svgp_attention_backward,
+    kep_svgp_losses,
+    kep_svgp_losses_backward,
+    noise_shape,
+)
 from ..ksvd_loss import KSVDGrads, ksvd_loss, ksvd_loss_backward, ksvd_terms_from_cache
 from ..mha import init_mha_params, mha_attention, mha_attention_backward
 from ..nn.embedding import (
@@ -56,6 +70,7 @@ __all__ = [
     "LossAndGrads",
     "loss_and_grads",
     "raised_in",
+    "kep_layer_indices",
 ]
 
 
@@ -98,11 +113,12 @@ def init_model_params(
         for ln in ("ln1", "ln2"):
             p[f"layers.{i}.{ln}.weight"] = np.ones(D, dtype)
             p[f"layers.{i}.{ln}.bias"] = np.zeros(D, dtype)
-        attn = (
-            init_primal_attention_params(cfg.primal_config(), seed=sub, dtype=dtype)
-            if kind == "primal"
-            else init_mha_params(D, seed=sub, dtype=dtype)
-        )
+        if kind == "primal":
+            attn = init_primal_attention_params(cfg.primal_config(), seed=sub, dtype=dtype)
+        elif kind == "kep":
+            attn = init_kep_svgp_params(cfg.kep_config(), seed=sub, dtype=dtype)
+        else:
+            attn = init_mha_params(D, seed=sub, dtype=dtype)
         p.update({f"layers.{i}.attn.{k}": v for k, v in attn.items()})
         p.update(
             {
@@ -145,16 +161,50 @@ class ModelCache(NamedTuple):
     outputs: list  # per layer: the residual stream after the layer (for diagnostics)
 
 
+def kep_layer_indices(cfg: ModelConfig) -> list[int]:
+    """The indices of the KEP-SVGP layers of the model."""
+    return [i for i, k in enumerate(cfg.attention) if k == "kep"]
+
+
+def _kep_noise(noise: object, cfg: ModelConfig, batch: int, num_tokens: int) -> dict:
+    """The noise of each KEP-SVGP layer (zeros — the posterior mean — without ``noise``)."""
+    kep = kep_layer_indices(cfg)
+    if noise is None:
+        noise = {}
+        if kep:
+            shape = noise_shape(cfg.kep_config(), batch, num_tokens)
+            noise = {i: np.zeros(shape) for i in kep}
+    if noise and not kep:
+        raise ValueError("noise is given, but the model has no KEP-SVGP layer")
+    if not isinstance(noise, dict) or sorted(noise) != kep:
+        got = sorted(noise) if isinstance(noise, dict) else type(noise).__name__
+        raise ValueError(f"noise must map each KEP-SVGP layer index {kep} to an array, got {got}")
+    for i, v in noise.items():
+        shape = noise_shape(cfg.kep_config(), batch, num_tokens)
+        if np.shape(v) != shape:
+            raise ValueError(f"noise[{i}] has shape {np.shape(v)}, expected {shape}")
+    return noise
+
+
 def model_forward(
-    params: dict[str, np.ndarray], ids: np.ndarray, mask: np.ndarray, cfg: ModelConfig
+    params: dict[str, np.ndarray],
+    ids: np.ndarray,
+    mask: np.ndarray,
+    cfg: ModelConfig,
+    *,
+    noise: dict[int, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, ModelCache]:
     """Logits for token ids (B, N) with padding mask (B, N), True = real: (B, num_classes)
-    for a classifier, (B, N, num_classes) for a decoder (``cfg.causal``)."""
+    for a classifier, (B, N, num_classes) for a decoder (``cfg.causal``).
+
+    ``noise``: KEP-SVGP layer index → its standard-normal draw (B, H, N, s, 1)
+    (``primal_np.kep_svgp.noise_shape``); None gives every such layer its posterior mean."""
     ids = np.asarray(ids)
     if ids.ndim != 2 or ids.shape[1] > cfg.max_len:
         raise ValueError(
             f"ids must be (B, N) with N <= max_len = {cfg.max_len}, got shape {ids.shape}"
         )
+    eps = _kep_noise(noise, cfg, *ids.shape)
     x, emb = embedding(ids, params["embed"])
     pos = None
     if cfg.positions == "learned":
@@ -164,7 +214,7 @@ def model_forward(
     layers, outputs = [], []
     for i, kind in enumerate(cfg.attention):
         with _located(f"layers.{i} ({kind} attention)"):
-            x, lc = _layer_forward(params, x, mask, cfg, i, kind)
+            x, lc = _layer_forward(params, x, mask, cfg, i, kind, eps.get(i))
         layers.append(lc)
         outputs.append(x)
     with _located("logits"):  # final LayerNorm, pooling and head
@@ -177,7 +227,13 @@ def model_forward(
 
 
 def _layer_forward(
-    params: dict, x: np.ndarray, mask: np.ndarray, cfg: ModelConfig, i: int, kind: str
+    params: dict,
+    x: np.ndarray,
+    mask: np.ndarray,
+    cfg: ModelConfig,
+    i: int,
+    kind: str,
+    noise: np.ndarray | None,
 ) -> tuple[np.ndarray, _LayerCache]:
     """x ← x + Attn(LN₁(x)); x ← x + MLP(LN₂(x)) for layer i."""
     pre = f"layers.{i}."
@@ -186,6 +242,9 @@ def _layer_forward(
     if kind == "primal":  # the causal variant takes no padding mask: its rows are causal
         fwd, bwd, _ = primal_attention_impl(cfg.primal_config())
         a, ac = fwd(h, ap, cfg.primal_config(), mask=None if cfg.causal else mask)
+    elif kind == "kep":  # the cola variant: padded rows of q, k zeroed
+        a, ac = kep_svgp_attention(h, ap, cfg.kep_config(), noise=noise, mask=mask)
+        bwd = kep_svgp_attention_backward
     else:
         a, ac = mha_attention(h, ap, num_heads=cfg.num_heads, padding_mask=mask, causal=cfg.causal)
         bwd = mha_attention_backward
@@ -196,13 +255,19 @@ def _layer_forward(
 
 
 def model_backward(
-    dlogits: np.ndarray, cache: ModelCache, ksvd_grads: dict[int, KSVDGrads] | None = None
+    dlogits: np.ndarray,
+    cache: ModelCache,
+    ksvd_grads: dict[int, KSVDGrads] | None = None,
+    kep_loss_grads: dict[int, KEPSVGPLossGrads] | None = None,
 ) -> ModelGrads:
     """Gradients of every parameter, the forward's steps in reverse. ``ksvd_grads`` maps a
     primal layer's index to its ``KSVDGrads`` (from ``ksvd_loss_backward``), which that
-    layer's backward adds where the KSVD loss enters."""
+    layer's backward adds where the KSVD loss enters; ``kep_loss_grads`` maps a KEP-SVGP
+    layer's index to its ``KEPSVGPLossGrads`` (``kep_svgp_losses_backward((η_kl, η), …)``),
+    passed to that layer's backward as ``loss_grads``."""
     cfg = cache.cfg
-    ksvd_grads = ksvd_grads or {}
+    layer_grads: dict[int, KSVDGrads | KEPSVGPLossGrads] = {**(ksvd_grads or {})}
+    layer_grads.update(kep_loss_grads or {})
     g: dict[str, np.ndarray] = {}
     with _located("the backward pass of the logits"):
         gh = linear_backward(dlogits, cache.head)  # logits = pooled W_hᵀ + b_h
@@ -218,7 +283,7 @@ def model_backward(
     for i in reversed(range(len(cache.layers))):
         lc = cache.layers[i]
         with _located(f"the backward pass of layers.{i} ({lc.kind} attention)"):
-            dx = _layer_backward(dx, lc, f"layers.{i}.", ksvd_grads.get(i), g)
+            dx = _layer_backward(dx, lc, f"layers.{i}.", layer_grads.get(i), g)
     if cfg.positions == "learned":
         gp = learned_positional_backward(dx, cache.pos)
         dx, g["pos"] = gp.x, gp.table
@@ -227,7 +292,7 @@ def model_backward(
 
 
 def _layer_backward(
-    dx: np.ndarray, lc: _LayerCache, pre: str, kg: KSVDGrads | None, g: dict
+    dx: np.ndarray, lc: _LayerCache, pre: str, kg: KSVDGrads | KEPSVGPLossGrads | None, g: dict
 ) -> np.ndarray:
     """One layer's backward: its parameters' gradients into ``g``; returns d(input)."""
     gm = mlp_backward(dx, lc.mlp)  # x ← x + MLP(LN₂(x))
@@ -237,6 +302,8 @@ def _layer_backward(
     dx = dx + gl.x
     if lc.kind == "primal":  # x ← x + Attn(LN₁(x))
         ga = lc.attn_backward(dx, lc.attn, ksvd_grads=kg)
+    elif lc.kind == "kep":
+        ga = lc.attn_backward(dx, lc.attn, loss_grads=kg)
     else:
         ga = lc.attn_backward(dx, lc.attn)
     g.update({pre + "attn." + k: v for k, v in ga.params.items()})
@@ -246,14 +313,16 @@ def _layer_backward(
 
 
 class LossAndGrads(NamedTuple):
-    loss: float  # task + η·KSVD
+    loss: float  # task + η·KSVD + η_kl·KL
     task_loss: float
-    ksvd_loss: float  # 0 when the model has no primal layer
-    ksvd_per_layer: dict  # primal layer index → its L_l (the square)
-    j_per_layer: dict  # primal layer index → the quantity inside the square (batch/head mean of j)
+    ksvd_loss: float  # the primal layers' KSVD loss + Σ_l ksvd_l of the KEP-SVGP layers (or 0)
+    ksvd_per_layer: dict  # primal or KEP-SVGP layer index → its L_l (the square)
+    j_per_layer: dict  # that layer index → the quantity inside the square (mean over b, h)
     logits: np.ndarray
     grads: dict
     cache: ModelCache
+    kl_loss: float  # Σ_l kl_l over the KEP-SVGP layers (0 without them)
+    kl_per_layer: dict  # KEP-SVGP layer index → its KL term
 
 
 def task_loss(logits: np.ndarray, labels: np.ndarray, cfg: ModelConfig) -> tuple:
@@ -262,14 +331,54 @@ def task_loss(logits: np.ndarray, labels: np.ndarray, cfg: ModelConfig) -> tuple
     return token_cross_entropy(logits, labels) if cfg.causal else cross_entropy(logits, labels)
 
 
-def model_loss(params, ids, mask, labels, cfg: ModelConfig) -> float:
-    """The training loss (cross-entropy + η·KSVD) without the backward pass."""
-    logits, cache = model_forward(params, ids, mask, cfg)
+class _Regularisers(NamedTuple):
+    ksvd: float  # the primal layers' KSVD loss + Σ KEP-SVGP ksvd_l
+    kl: float  # Σ KEP-SVGP kl_l
+    ksvd_per_layer: dict
+    j_per_layer: dict
+    kl_per_layer: dict
+    primal_cache: Any  # KSVDLossCache of the primal layers, or None
+    kep_caches: dict  # KEP-SVGP layer index → KEPSVGPLossCache
+
+    @property
+    def finite(self) -> bool:
+        return bool(np.isfinite(self.ksvd) and np.isfinite(self.kl))
+
+    def total(self, task: float, cfg: ModelConfig) -> float:
+        """task + η·ksvd + η_kl·kl (a term with weight 0 is left out, even if non-finite)."""
+        return (
+            task
+            + (cfg.eta * self.ksvd if cfg.eta else 0.0)
+            + (cfg.eta_kl * self.kl if cfg.eta_kl else 0.0)
+        )
+
+
+def _regularisers(cache: ModelCache, cfg: ModelConfig) -> _Regularisers:
+    """The KSVD loss of the primal layers (``cfg.ksvd_convention``) and the KEP-SVGP layers'
+    KSVD losses and KL terms. An overflowing term is returned non-finite, not raised."""
+    primal_idx = [i for i, k in enumerate(cfg.attention) if k == "primal"]
+    ksvd, kl, per_layer, j_layer, kl_layer, pcache, kcaches = 0.0, 0.0, {}, {}, {}, None, {}
+    if primal_idx:
+        with _located("the KSVD loss"), np.errstate(over="ignore", invalid="ignore"):
+            terms = [ksvd_terms_from_cache(cache.layers[i].attn) for i in primal_idx]
+            ksvd, pcache = ksvd_loss(terms, cfg.ksvd_convention, trace_no_x=cfg.trace_no_x)
+        per_layer = {i: float(v) for i, v in zip(primal_idx, pcache.per_layer, strict=True)}
+        j_layer = {i: float(lc.j.mean()) for i, lc in zip(primal_idx, pcache.layers, strict=True)}
+    for i in kep_layer_indices(cfg):
+        with _located(f"the KEP-SVGP losses of layers.{i}"), np.errstate(over="ignore",
+                                                                          invalid="ignore"):  # fmt: skip
+            (kl_i, ksvd_i), kcaches[i] = kep_svgp_losses(cache.layers[i].attn)
+        per_layer[i], kl_layer[i] = float(ksvd_i), float(kl_i)
+        j_layer[i] = float(kcaches[i].ksvd.inner.layers[0].j.mean())
+        ksvd, kl = ksvd + ksvd_i, kl + kl_i
+    return _Regularisers(float(ksvd), float(kl), per_layer, j_layer, kl_layer, pcache, kcaches)
+
+
+def model_loss(params, ids, mask, labels, cfg: ModelConfig, *, noise=None) -> float:
+    """The training loss (cross-entropy + η·KSVD + η_kl·KL) without the backward pass."""
+    logits, cache = model_forward(params, ids, mask, cfg, noise=noise)
     task = float(task_loss(logits, labels, cfg)[0])
-    terms = [ksvd_terms_from_cache(lc.attn) for lc in cache.layers if lc.kind == "primal"]
-    if not terms or not cfg.eta:
-        return task
-    return task + cfg.eta * ksvd_loss(terms, cfg.ksvd_convention, trace_no_x=cfg.trace_no_x)[0]
+    return _regularisers(cache, cfg).total(task, cfg)
 
 
 def loss_and_grads(
@@ -278,36 +387,39 @@ def loss_and_grads(
     mask: np.ndarray,
     labels: np.ndarray,
     cfg: ModelConfig,
+    *,
+    noise: dict[int, np.ndarray] | None = None,
 ) -> LossAndGrads:
-    """Cross-entropy + η·KSVD over the primal layers, and the gradient of every parameter.
+    """Cross-entropy + η·KSVD + η_kl·KL, and the gradient of every parameter.
 
-    If the forward goes non-finite (logits or a KSVD loss), no backward is run: the result
-    has a non-finite ``loss`` and empty ``grads``, for the caller to report. An error
-    raised on the way (e.g. an overflow under ``np.errstate(over="raise")``) names the
-    part of the model where it arose: ``raised_in(exc)``."""
-    logits, cache = model_forward(params, ids, mask, cfg)
+    ``noise``: as in ``model_forward`` (the KEP-SVGP layers' draws, held fixed by the
+    gradient). If the forward goes non-finite (logits, a KSVD loss or a KL term), no
+    backward is run: the result has a non-finite ``loss`` and empty ``grads``, for the
+    caller to report. An error raised on the way (e.g. an overflow under
+    ``np.errstate(over="raise")``) names the part of the model where it arose:
+    ``raised_in(exc)``."""
+    logits, cache = model_forward(params, ids, mask, cfg, noise=noise)
     nan = float("nan")
     if not np.all(np.isfinite(logits)):
-        return LossAndGrads(nan, nan, nan, {}, {}, logits, {}, cache)
+        return LossAndGrads(nan, nan, nan, {}, {}, logits, {}, cache, nan, {})
     with _located("the task loss"):
         task, ce = task_loss(logits, labels, cfg)
-    primal_idx = [i for i, k in enumerate(cfg.attention) if k == "primal"]
-    kl, per_layer, j_layer, kgrads = 0.0, {}, {}, {}
-    if primal_idx:
-        with _located("the KSVD loss"), np.errstate(over="ignore", invalid="ignore"):
-            # an overflowing term is found just below, by layer, and returned as non-finite
-            terms = [ksvd_terms_from_cache(cache.layers[i].attn) for i in primal_idx]
-            kl, lcache = ksvd_loss(terms, cfg.ksvd_convention, trace_no_x=cfg.trace_no_x)
-        per_layer = {i: float(v) for i, v in zip(primal_idx, lcache.per_layer, strict=True)}
-        j_layer = {i: float(lc.j.mean()) for i, lc in zip(primal_idx, lcache.layers, strict=True)}
-        if not np.isfinite(kl):
-            return LossAndGrads(nan, float(task), kl, per_layer, j_layer, logits, {}, cache)
-        if cfg.eta:
-            with _located("the backward pass of the KSVD loss"):
-                kg = ksvd_loss_backward(cfg.eta, lcache).layers
-            kgrads = dict(zip(primal_idx, kg, strict=True))
+    reg = _regularisers(cache, cfg)
+    parts = (reg.ksvd, reg.ksvd_per_layer, reg.j_per_layer, logits)
+    if not reg.finite:
+        return LossAndGrads(nan, float(task), *parts, {}, cache, reg.kl, reg.kl_per_layer)
+    kgrads, lgrads = {}, {}
+    if reg.primal_cache is not None and cfg.eta:
+        with _located("the backward pass of the KSVD loss"):
+            kg = ksvd_loss_backward(cfg.eta, reg.primal_cache).layers
+        primal_idx = [i for i, k in enumerate(cfg.attention) if k == "primal"]
+        kgrads = dict(zip(primal_idx, kg, strict=True))
+    for i, lc in reg.kep_caches.items():
+        if cfg.eta or cfg.eta_kl:
+            with _located(f"the backward pass of the KEP-SVGP losses of layers.{i}"):
+                lgrads[i] = kep_svgp_losses_backward((cfg.eta_kl, cfg.eta), lc)
     with _located("the backward pass of the task loss"):
         dlogits = (token_cross_entropy_backward if cfg.causal else cross_entropy_backward)(1.0, ce)
-    grads = model_backward(dlogits.logits, cache, kgrads).params
-    total = float(task) + cfg.eta * kl
-    return LossAndGrads(total, float(task), kl, per_layer, j_layer, logits, grads, cache)
+    grads = model_backward(dlogits.logits, cache, kgrads, lgrads).params
+    total = reg.total(float(task), cfg)
+    return LossAndGrads(total, float(task), *parts, grads, cache, reg.kl, reg.kl_per_layer)

@@ -12,7 +12,9 @@ Which matrix (labelled in every result):
 * primal layers, ``primal_kernel="implied"`` (default): the kernel the layer implies
   between tokens, E = Φ_q W_{e|X} = Φ_q Fᵀ W_e, i.e. Φ_q Fᵀ F Φ_kᵀ — the paper does not
   say which matrix it used, so the label says ours; ``"cosine"``: the plain cosine
-  kernel Φ_q Φ_kᵀ.
+  kernel Φ_q Φ_kᵀ;
+* KEP-SVGP layers are left out (their output is a posterior sample, not the product of
+  an attention matrix with values).
 
 Each sequence contributes its real tokens only (padded rows and columns removed);
 curves are truncated to the shortest sequence in the batch before averaging.
@@ -60,7 +62,7 @@ def attention_spectrum(
     *,
     primal_kernel: str = "implied",
 ) -> list[SpectrumResult]:
-    """One ``SpectrumResult`` per attention layer for the batch (ids, mask)."""
+    """One ``SpectrumResult`` per canonical or primal layer for the batch (ids, mask)."""
     if primal_kernel not in ("implied", "cosine"):
         raise ValueError(f"primal_kernel must be 'implied' or 'cosine', got {primal_kernel!r}")
     _, cache = model_forward(params, ids, mask, cfg)
@@ -68,6 +70,8 @@ def attention_spectrum(
     k_min = int(lengths.min())
     results = []
     for i, lc in enumerate(cache.layers):
+        if lc.kind == "kep":
+            continue
         if lc.kind == "canonical":
             mats = lc.attn.attn.attn  # (B, H, N, N)
             label = LABELS["canonical"]

@@ -14,33 +14,48 @@ import math
 
 import numpy as np
 
-from ..nn.losses import accuracy, token_accuracy
+from ..nn.metrics import CalibrationMetrics, ExampleScores, example_scores, summarize_scores
 from ..optim import adam_step, clip_grad_norm, warmup_cosine, warmup_linear
 from ..tasks import TaskData
 from .config import ModelConfig
-from .encoder import LossAndGrads, loss_and_grads, model_forward, raised_in, task_loss
+from .encoder import LossAndGrads, loss_and_grads, raised_in
+from .predict import DEFAULT_MC_SAMPLES, predict_log_probs
 from .train_config import TrainConfig
 
 __all__ = ["evaluate", "chance_accuracy", "batch_indices"]
 
+_MC_STREAM = 3  # the evaluation noise of a seed (1: batch order, 2: training noise)
+
 
 def evaluate(
-    params, data: TaskData, cfg: ModelConfig, batch_size: int = 256
-) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the model on ``data``: per example for a
-    classifier, per scored position for a decoder."""
-    correct, total_loss, total = 0.0, 0.0, 0
+    params,
+    data: TaskData,
+    cfg: ModelConfig,
+    batch_size: int = 256,
+    *,
+    mc_samples: int = DEFAULT_MC_SAMPLES,
+    mc_average: str = "probs",
+    seed: int = 0,
+) -> CalibrationMetrics:
+    """``CalibrationMetrics(accuracy, nll, ece, brier)`` of the model's predictive
+    distribution on ``data`` (``primal_np.nn.metrics``; ECE with 15 bins): per example for
+    a classifier, per scored position for a decoder. For the NLL of a deterministic
+    model, the mean cross-entropy.
+
+    KEP-SVGP layers: ``predict_log_probs`` with ``mc_samples`` and ``mc_average``, the
+    noise drawn in order from ``default_rng([seed, 3])``, so an evaluation is a function
+    of (params, data, seed)."""
+    rng = np.random.default_rng([seed, _MC_STREAM])
+    parts: list[ExampleScores] = []
     n = data.labels.shape[0]
     for s in range(0, n, batch_size):
         sl = slice(s, s + batch_size)
-        logits, _ = model_forward(params, data.ids[sl], data.mask[sl], cfg)
+        lp = predict_log_probs(params, data.ids[sl], data.mask[sl], cfg,
+                               mc_samples=mc_samples, average=mc_average, rng=rng)  # fmt: skip
         labels = data.labels[sl]
-        m = int((labels >= 0).sum()) if cfg.causal else logits.shape[0]
-        acc = token_accuracy(logits, labels) if cfg.causal else accuracy(logits, labels)
-        correct += acc * m
-        total_loss += float(task_loss(logits, labels, cfg)[0]) * m
-        total += m
-    return correct / total, total_loss / total
+        scored = labels >= 0
+        parts.append(example_scores(lp[scored], labels[scored]))
+    return summarize_scores(ExampleScores(*(np.concatenate(a) for a in zip(*parts, strict=True))))
 
 
 def chance_accuracy(data: TaskData) -> float:
@@ -102,12 +117,13 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def checked_loss_and_grads(params, ids, mask, labels, mcfg: ModelConfig, fresh: bool):
+def checked_loss_and_grads(params, ids, mask, labels, mcfg: ModelConfig, fresh: bool,
+                           noise: dict | None = None):  # fmt: skip
     """``loss_and_grads`` with every non-finite value turned into ``NonFinite``. On the
     first step of a fresh run a ValueError is a configuration error and propagates."""
     try:
         with _raising():
-            res = loss_and_grads(params, ids, mask, labels, mcfg)
+            res = loss_and_grads(params, ids, mask, labels, mcfg, noise=noise)
     except (ValueError, ArithmeticError) as exc:
         if fresh and not isinstance(exc, ArithmeticError):
             raise
@@ -131,10 +147,15 @@ def _first_non_finite(res: LossAndGrads) -> str | None:
     for i, v in res.ksvd_per_layer.items():
         if not math.isfinite(v):
             return f"the KSVD loss of layers.{i}"
+    for i, v in res.kl_per_layer.items():
+        if not math.isfinite(v):
+            return f"the KL term of layers.{i}"
     if not math.isfinite(res.task_loss):
         return "the task loss"
     if not math.isfinite(res.loss):
-        return "the loss (task + η·KSVD)"
+        return (
+            "the loss (task + η·KSVD + η_kl·KL)" if res.kl_per_layer else "the loss (task + η·KSVD)"
+        )
     bad = next(k for k, g in res.grads.items() if not np.all(np.isfinite(g)))
     return f"the gradient of {bad}"
 
@@ -160,13 +181,16 @@ def checked_update(params, grads, opt, cfg: TrainConfig, step: int) -> tuple[dic
     return params, opt
 
 
-def checked_evaluate(params, data: TaskData, mcfg: ModelConfig, what: str) -> tuple:
+def checked_evaluate(params, data: TaskData, mcfg: ModelConfig, what: str,
+                     cfg: TrainConfig) -> CalibrationMetrics:  # fmt: skip
+    """``evaluate`` with the run's Monte-Carlo settings; a non-finite value → ``NonFinite``."""
     try:
         with _raising():
-            acc, loss = evaluate(params, data, mcfg)
+            m = evaluate(params, data, mcfg, mc_samples=cfg.mc_samples,
+                         mc_average=cfg.mc_average, seed=cfg.seed)  # fmt: skip
     except (ValueError, ArithmeticError) as exc:
         where = f"{what} ({raised_in(exc) or 'forward pass'})"
         raise NonFinite(where, _first_line(exc), True) from exc
-    if not math.isfinite(loss):
+    if not all(math.isfinite(v) for v in m):
         raise NonFinite(what, "", True)
-    return acc, loss
+    return m

@@ -3,8 +3,11 @@
 Data: ``primal_np.tasks.make_task`` with three disjoint seeds derived from ``seed``
 (train 3·seed, validation 3·seed + 1, test 3·seed + 2). Progress reports the
 validation accuracy; the held-out ``accuracy`` of the result is measured once, at the
-end, on the test set (defaults were tuned on validation only). The batch of step t
-(counted from 0) is a pure function of (seed, t): ``batch_indices``.
+end, on the test set (defaults were tuned on validation only), with the uncertainty
+metrics of the predictive distribution: ``nll``, ``ece`` (15 bins), ``brier``
+(``primal_np.nn.metrics``). The batch of step t (counted from 0) is a pure function of
+(seed, t): ``batch_indices``; so is the noise of the KEP-SVGP layers (``training_noise``),
+and their Monte-Carlo predictions (``mc_samples``) draw from a fixed stream of the seed.
 
 Divergence. Every step runs under ``np.errstate(over="raise", invalid="raise",
 divide="raise")`` and checks the loss, each layer's output, the logits, the KSVD loss,
@@ -47,6 +50,7 @@ from .checkpoint import (
 )
 from .config import ModelConfig
 from .encoder import LossAndGrads, init_model_params
+from .predict import training_noise
 from .steps import (
     BatchStream,
     NonFinite,
@@ -93,10 +97,14 @@ class TrainingDiverged(RuntimeError):
 class TrainResult:
     accuracy: float  # held-out test accuracy at the end
     chance_accuracy: float  # the majority class's share of the test set
-    test_task_loss: float
+    test_task_loss: float  # the test NLL (the mean cross-entropy of the prediction)
+    nll: float  # test negative log-likelihood (= test_task_loss)
+    ece: float  # test expected calibration error, 15 bins
+    brier: float  # test Brier score
     train_task_loss: float  # mean over the last eval window
     val_accuracy: float
-    ksvd_loss_per_layer: dict  # "layer <i>" → L_l at the last step (primal layers)
+    ksvd_loss_per_layer: dict  # "layer <i>" → L_l at the last step (primal, KEP-SVGP layers)
+    kl_per_layer: dict  # "layer <i>" → the KL term at the last step (KEP-SVGP layers)
     j_per_layer: dict  # "layer <i>" → the mean KSVD term inside the square, at each eval
     history: list  # one dict per evaluation
     steps: int
@@ -188,8 +196,9 @@ class _Run:
     def step(self, s: _State) -> _State:
         """One update from ``s``; its loss confirms ``s`` as good."""
         idx, d = self.batches(s.step), self.train_data
+        noise = training_noise(self.mcfg, self.cfg.seed, s.step, len(idx), d.ids.shape[1])
         res = checked_loss_and_grads(s.params, d.ids[idx], d.mask[idx], d.labels[idx],
-                                      self.mcfg, self.fresh and s.step == 0)  # fmt: skip
+                                      self.mcfg, self.fresh and s.step == 0, noise)  # fmt: skip
         self.last = res
         if not s.history:  # the state before any update: accuracy at init, J at init
             s = replace(s, history=(self.record(s.step, (res.task_loss,), s.params),))
@@ -201,18 +210,21 @@ class _Run:
     def record(self, step: int, window: tuple, params: dict) -> dict:
         """One history entry; J and the KSVD loss are those of the last step's batch,
         before its update."""
-        val_acc, val_loss = checked_evaluate(params, self.val_data, self.mcfg, "the validation set")
+        val = checked_evaluate(params, self.val_data, self.mcfg, "the validation set", self.cfg)
         res = self.last
         assert res is not None
-        return {
+        rec = {
             "step": step,
             "train_task_loss": float(np.mean(window)),
-            "val_accuracy": float(val_acc),
-            "val_task_loss": float(val_loss),
+            "val_accuracy": val.accuracy,
+            "val_task_loss": val.nll,
             "ksvd_loss": {f"layer {i}": v for i, v in res.ksvd_per_layer.items()},
             "J": {f"layer {i}": v for i, v in res.j_per_layer.items()},
             "seconds": self.seconds(),
         }
+        if res.kl_per_layer:
+            rec["kl"] = {f"layer {i}": v for i, v in res.kl_per_layer.items()}
+        return rec
 
     def save(self, s: _State, metrics: dict) -> None:
         assert self.cfg.checkpoint_dir is not None
@@ -239,9 +251,10 @@ class _Run:
 
     def finish(self, s: _State) -> TrainResult:
         cfg, seconds = self.cfg, time.perf_counter() - self.t0
-        test_acc, test_loss = checked_evaluate(s.params, self.test_data, self.mcfg, "the test set")
+        test = checked_evaluate(s.params, self.test_data, self.mcfg, "the test set", cfg)
         if cfg.checkpoint_dir:
-            self.save(s, {"accuracy": test_acc, "test_task_loss": test_loss})
+            self.save(s, {"accuracy": test.accuracy, "test_task_loss": test.nll, "nll": test.nll,
+                          "ece": test.ece, "brier": test.brier})  # fmt: skip
         j_hist: dict[str, list] = {}
         for rec in s.history:
             for k, v in rec["J"].items():
@@ -249,14 +262,18 @@ class _Run:
         steps_run = cfg.steps - self.start_step
         last = self.last
         return TrainResult(
-            accuracy=test_acc,
+            accuracy=test.accuracy,
             chance_accuracy=chance_accuracy(self.test_data),
-            test_task_loss=test_loss,
+            test_task_loss=test.nll,
+            nll=test.nll,
+            ece=test.ece,
+            brier=test.brier,
             train_task_loss=s.history[-1]["train_task_loss"],
             val_accuracy=s.history[-1]["val_accuracy"],
             ksvd_loss_per_layer={
                 f"layer {i}": v for i, v in (last.ksvd_per_layer if last else {}).items()
             },
+            kl_per_layer={f"layer {i}": v for i, v in (last.kl_per_layer if last else {}).items()},
             j_per_layer=j_hist,
             history=list(s.history),
             steps=steps_run,

@@ -14,9 +14,11 @@ import numpy as np
 
 from ..feature_maps import FEATURE_MAPS
 from ..ksvd_loss import CONVENTIONS
+from ..nn.metrics import MC_AVERAGES
 from ..params import PrimalAttentionConfig
 from ..tasks import MAX_TASK_TOKENS, TASKS, TaskData, make_task, task_length
-from .config import MODELS, ModelConfig, layer_kinds
+from .config import KEP_CAUSAL, KEP_LAYERS, MODELS, ModelConfig, layer_kinds
+from .predict import DEFAULT_MC_SAMPLES
 
 __all__ = ["TrainConfig", "TrainConfigError", "MODEL_FIELDS"]
 
@@ -24,6 +26,7 @@ __all__ = ["TrainConfig", "TrainConfigError", "MODEL_FIELDS"]
 MODEL_FIELDS = (
     "dim", "depth", "num_heads", "mlp_hidden", "low_rank", "rank_multi", "data_dependent",
     "positions", "pooling", "eta", "ksvd_convention", "trace_no_x", "feature_map", "rscores",
+    "kep_layers", "eta_kl",
 )  # fmt: skip
 
 _MODEL_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(ModelConfig)}
@@ -62,7 +65,10 @@ class TrainConfig:
     """Everything a run needs; the defaults are the CLI's defaults.
 
     ``checkpoint_every`` N ≥ 1 saves every N steps (needs ``checkpoint_dir``); 0 saves at
-    the end only. ``validate()`` checks every field (type and range, and the combinations:
+    the end only. ``mc_samples`` K and ``mc_average`` set how a model with KEP-SVGP layers
+    predicts in every evaluation (``primal_np.model.predict``): K passes averaged ("probs":
+    the softmax probabilities, "logits": the logits, as the authors), K = 0 the posterior
+    mean; the authors' K = 10 is the default. ``validate()`` checks every field (type and range, and the combinations:
     batch_size ≤ n_train, dim divisible by num_heads, the task parameters, the sizes of the
     generated sets) and raises ``TrainConfigError`` naming the field.
     """
@@ -100,6 +106,11 @@ class TrainConfig:
     trace_no_x: bool = _MODEL_DEFAULTS["trace_no_x"]
     feature_map: str = _MODEL_DEFAULTS["feature_map"]
     rscores: bool = _MODEL_DEFAULTS["rscores"]
+    kep_layers: str = _MODEL_DEFAULTS["kep_layers"]
+    eta_kl: float = _MODEL_DEFAULTS["eta_kl"]
+    # prediction of models with KEP-SVGP layers
+    mc_samples: int = DEFAULT_MC_SAMPLES
+    mc_average: str = "probs"
 
     @classmethod
     def from_dict(cls, d: object) -> TrainConfig:
@@ -127,7 +138,16 @@ class TrainConfig:
             raise TrainConfigError(
                 "checkpoint_every", f"is {self.checkpoint_every} but no {{checkpoint_dir}} is set"
             )
+        if self.model != "kep-svgp" and self.kep_layers != "last":
+            raise TrainConfigError(
+                "kep_layers", f"is {self.kep_layers!r}, but it applies to {{model}} kep-svgp only"
+            )
         probe = _probe_task(self)
+        if probe.kind == "next_token" and "kep" in layer_kinds(self.model, self.depth):
+            raise TrainConfigError(
+                "model", f"{self.model} cannot learn the next-token task {self.task!r}: "
+                + KEP_CAUSAL,
+            )  # fmt: skip
         _check_primal_widths(self, probe.kind == "next_token")
         return self.model_config(probe)
 
@@ -180,10 +200,10 @@ def _check_scalars(cfg: TrainConfig) -> None:
         _int(cfg, name, 1)
     for name in ("dim", "depth", "num_heads", "mlp_hidden", "low_rank", "rank_multi"):
         _int(cfg, name, 1)
-    for name in ("warmup", "seed", "checkpoint_every"):
+    for name in ("warmup", "seed", "checkpoint_every", "mc_samples"):
         _int(cfg, name, 0)
     _real(cfg, "lr", 0.0, exclusive=True)
-    for name in ("weight_decay", "clip", "eta"):
+    for name in ("weight_decay", "clip", "eta", "eta_kl"):
         _real(cfg, name, 0.0)
     _choice(cfg, "optimizer", ("adam", "adamw"))
     _choice(cfg, "schedule", ("cosine", "linear", "constant"))
@@ -191,6 +211,8 @@ def _check_scalars(cfg: TrainConfig) -> None:
     _choice(cfg, "pooling", ("mean", "cls"))
     _choice(cfg, "ksvd_convention", CONVENTIONS, optional=True)
     _choice(cfg, "feature_map", FEATURE_MAPS)
+    _choice(cfg, "kep_layers", KEP_LAYERS)
+    _choice(cfg, "mc_average", MC_AVERAGES)
     for name in ("data_dependent", "trace_no_x", "rscores"):
         if not isinstance(getattr(cfg, name), (bool, np.bool_)):
             raise TrainConfigTypeError(name, f"must be True or False, got {getattr(cfg, name)!r}")

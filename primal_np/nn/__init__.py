@@ -12,6 +12,7 @@ module         ops
 ``mlp``        exact GELU, the D → hidden → D MLP block
 ``pooling``    masked mean pooling, CLS pooling
 ``losses``     softmax cross-entropy from logits, accuracy
+``metrics``    NLL, expected calibration error, Brier score, reliability bins, MC averaging
 =============  ======================================================================
 """
 
@@ -25,6 +26,16 @@ from .embedding import (
     sinusoidal_positions,
 )
 from .losses import CrossEntropyCache, accuracy, cross_entropy, cross_entropy_backward
+from .metrics import (
+    CalibrationMetrics,
+    ReliabilityBins,
+    brier_score,
+    calibration_metrics,
+    expected_calibration_error,
+    mc_log_probs,
+    negative_log_likelihood,
+    reliability_bins,
+)
 from .mlp import (
     MLP_PARAM_NAMES,
     GeluCache,
@@ -57,6 +68,14 @@ __all__ = [
     "accuracy",
     "cross_entropy",
     "cross_entropy_backward",
+    "CalibrationMetrics",
+    "ReliabilityBins",
+    "brier_score",
+    "calibration_metrics",
+    "expected_calibration_error",
+    "mc_log_probs",
+    "negative_log_likelihood",
+    "reliability_bins",
     "MLP_PARAM_NAMES",
     "GeluCache",
     "MLPCache",
