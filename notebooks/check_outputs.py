@@ -23,10 +23,12 @@ is exempt — no pattern of lines, no tolerance on numbers. The notebooks are
 deterministic (fixed seeds, ``OPENBLAS_NUM_THREADS=1`` set before NumPy loads), so a
 difference anywhere else is a stale output or a real change of behaviour.
 
-    python notebooks/check_outputs.py [--update] [--timeout S] [NOTEBOOK.ipynb ...]
+    python notebooks/check_outputs.py [--update] [--jobs J] [--timeout S] [NOTEBOOK.ipynb ...]
 
 ``--update`` writes the fresh outputs into each ``.ipynb`` instead of failing (the
 editing workflow of notebooks/README.md); it records no execution timestamps.
+``--jobs`` (default 2) runs that many notebooks at once, each in its own kernel; the
+notebooks set one BLAS thread each, so two jobs use the two cores of the CI machine.
 
 Exit status 0 if every notebook reproduces its committed outputs, 1 if not (each
 difference is printed as a diff, the first five per notebook), 2 if nbclient, nbformat
@@ -40,6 +42,7 @@ import base64
 import difflib
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -130,8 +133,10 @@ def execute(nb, timeout: int):
     return run
 
 
-def check_notebook(path: Path, timeout: int, update: bool) -> tuple[list[str], list[int], float]:
-    """(problems, indices of exempt code cells, seconds) for one notebook."""
+def check_notebook(
+    path: Path, timeout: int, update: bool
+) -> tuple[list[str], list[int], float, bool]:
+    """(problems, indices of exempt code cells, seconds, executed cleanly) for one notebook."""
     import nbformat
     from nbclient.exceptions import CellExecutionError
 
@@ -140,7 +145,8 @@ def check_notebook(path: Path, timeout: int, update: bool) -> tuple[list[str], l
     try:
         executed = execute(committed, timeout)
     except CellExecutionError as exc:
-        return [f"a cell raised during execution:\n{str(exc)[-2000:]}"], [], 0.0
+        seconds = time.perf_counter() - t0
+        return [f"  a cell raised during execution:\n{str(exc)[-2000:]}"], [], seconds, False
     seconds = time.perf_counter() - t0
     problems, exempt = [], []
     code = [(c, e) for c, e in zip(committed.cells, executed.cells, strict=True)]
@@ -153,7 +159,7 @@ def check_notebook(path: Path, timeout: int, update: bool) -> tuple[list[str], l
             problems.append(f"  code cell {i}: {p}")
     if update:
         nbformat.write(executed, path)
-    return problems, exempt, seconds
+    return problems, exempt, seconds, True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,12 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/NN_*.ipynb")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
     ap.add_argument(
+        "--jobs", type=int, default=2, help="notebooks executed at once, each in its own kernel"
+    )
+    ap.add_argument(
         "--update", action="store_true", help="write the fresh outputs into each .ipynb"
     )
     args = ap.parse_args(argv)
     try:
         import nbclient  # noqa: F401
         import nbformat  # noqa: F401
+        from jupyter_client.kernelspec import NoSuchKernel
     except ImportError as exc:
         print(f"check_outputs: {exc.name} is not installed (pip install -e '.[notebooks]')",
               file=sys.stderr)  # fmt: skip
@@ -175,31 +185,33 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print(f"check_outputs: no notebooks NN_*.ipynb in {HERE}", file=sys.stderr)
         return 1
-    failed, total = 0, 0.0
-    for path in paths:
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [
+            pool.submit(check_notebook, p.resolve(), args.timeout, args.update) for p in paths
+        ]
         try:
-            problems, exempt, seconds = check_notebook(path.resolve(), args.timeout, args.update)
-        except Exception as exc:  # no kernel, unreadable notebook
-            if type(exc).__name__ == "NoSuchKernel":
-                print(f"check_outputs: no Jupyter kernel ({exc})", file=sys.stderr)
-                return 2
-            raise
-        total += seconds
+            outcomes = [f.result() for f in futures]
+        except NoSuchKernel as exc:
+            print(f"check_outputs: no Jupyter kernel ({exc})", file=sys.stderr)
+            return 2
+    failed = 0
+    for path, (problems, exempt, seconds, clean) in zip(paths, outcomes, strict=True):
         note = f" (timing cells not compared: {exempt})" if exempt else ""
-        if problems and not args.update:
+        if not clean or (problems and not args.update):
             failed += 1
-            print(f"FAIL {path.name}: {len(problems)} cell output(s) differ, {seconds:.0f} s")
+            what = "execution failed" if not clean else f"{len(problems)} cell output(s) differ"
+            print(f"FAIL {path.name}: {what}, {seconds:.0f} s")
             for p in problems[:MAX_SHOWN]:
                 print(p)
             if len(problems) > MAX_SHOWN:
                 print(f"  ({len(problems) - MAX_SHOWN} further differences not shown)")
         elif args.update:
-            print(
-                f"wrote {path.name}: {len(problems)} cell output(s) changed, {seconds:.0f} s{note}"
-            )
+            print(f"wrote {path.name}: {len(problems)} cell(s) changed, {seconds:.0f} s{note}")
         else:
             print(f"ok   {path.name}: outputs reproduced, {seconds:.0f} s{note}")
-    print(f"check_outputs: {len(paths)} notebook(s) executed in {total:.0f} s")
+    print(f"check_outputs: {len(paths)} notebook(s), {args.jobs} at a time, "
+          f"{time.perf_counter() - t0:.0f} s in all")  # fmt: skip
     return 1 if failed else 0
 
 
