@@ -101,7 +101,7 @@ print("max |P − cache.attn|    =", np.abs(P - cache.attn).max())
 # different** feature maps, the form an asymmetric kernel takes in a reproducing-kernel
 # Banach space. (The Primal-Attention *layer* uses a data-dependent variant of it,
 # $\Phi_q F^\top F\,\Phi_k^\top$, built from sampled rows $F$ of the input: notebook 3 and
-# [docs/theory.md §4.2](../docs/theory.md#42-data-dependent-weights-fx-and-the-kernel-they-imply).)
+# docs/theory.md §4.2 ([§4](../docs/theory.md#4-the-primal-attention-layer)).)
 
 # %%
 N, p = 32, 8
