@@ -476,8 +476,10 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
 names = list(points)
 floor = 1e-17  # log axis: exact zeros drawn at this floor
 xs = np.arange(len(names))
-axes[0].bar(xs - 0.2, [max(J_rel[n], floor) for n in names], 0.4, label="|J| / scale of its terms")
-axes[0].bar(xs + 0.2, [max(kkt_max[n], floor) for n in names], 0.4, label="max KKT residual")
+axes[0].bar(
+    xs - 0.2, [max(J_rel[nm], floor) for nm in names], 0.4, label="|J| / scale of its terms"
+)
+axes[0].bar(xs + 0.2, [max(kkt_max[nm], floor) for nm in names], 0.4, label="max KKT residual")
 axes[0].set(
     xticks=xs,
     xticklabels=names,

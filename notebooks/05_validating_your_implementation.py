@@ -149,7 +149,9 @@ print("config:", {k: config[k] for k in ("scale", "causal", "mask", "fully_maske
 
 
 def run_candidate(a, dtype, rowsum_term=True):
-    q, k, v, dout = (a[n].astype(dtype) for n in ("input.q", "input.k", "input.v", "cotangent.out"))
+    q, k, v, dout = (
+        a[key].astype(dtype) for key in ("input.q", "input.k", "input.v", "cotangent.out")
+    )
     mask = a["input.mask"]
     out = my_attention(q, k, v, mask)
     dq, dk, dv = my_attention_backward(q, k, v, mask, False, None, dout, rowsum_term)
@@ -195,9 +197,9 @@ print("exit status:", proc.returncode)
 
 # %%
 case = golden.build_case(name)  # carries a hook that re-runs primal_np in any dtype
-inputs = {n: x for n, x in a.items() if n.startswith(("input.", "cotangent."))}
+inputs = {key: x for key, x in a.items() if key.startswith(("input.", "cotangent."))}
 own = emulate_precision(case.recompute, inputs, "float32")
-reference = {n: x for n, x in a.items() if n.startswith(("output.", "grad."))}
+reference = {key: x for key, x in a.items() if key.startswith(("output.", "grad."))}
 cand32 = run_candidate(a, np.float32)
 report = compare(cand32, reference, precision="float32", own=own)
 print(report)
