@@ -16,6 +16,9 @@
 # %% [markdown]
 # # 5. Validating your implementation
 #
+# [Open in Colab](https://colab.research.google.com/github/primal-np/primal_np/blob/main/notebooks/05_validating_your_implementation.ipynb)
+# (the setup cell below installs primal_np there; see the [notebooks' README](README.md)).
+#
 # primal_np is a reference: its job is to tell whether *your* attention or
 # Primal-Attention code — PyTorch, JAX, CUDA — computes the same thing. This notebook
 # shows the three tools, in the order one usually needs them:
@@ -28,15 +31,27 @@
 #    masks and precisions; here a softmax backward with a planted bug is caught, and
 #    PyTorch's `scaled_dot_product_attention` passes.
 #
-# The full description: [docs/validation.md](../docs/validation.md).
+# The full description: [docs/validation.md](../docs/validation.md). Notation:
+# [docs/theory.md §0](../docs/theory.md#0-notation) (tokens $i, j$; $P$ the attention matrix).
+
+# %%
+# Setup: on a hosted service (Google Colab) install primal_np from its repository.
+# Where primal_np is already importable (a clone, CI) this cell does nothing.
+import importlib.util
+import subprocess
+import sys
+
+REPO_URL = "https://github.com/primal-np/primal_np"  # placeholder (notebooks/README.md)
+if importlib.util.find_spec("primal_np") is None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"primal-np @ git+{REPO_URL}"], check=True
+    )
 
 # %%
 import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -44,6 +59,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads BLAS (R
 import matplotlib.pyplot as plt
 import numpy as np
 
+import primal_np as pn
 from primal_np import golden
 from primal_np.adapters import check_dual_attention
 from primal_np.compare import DEFAULT_K, FLOOR_EPS, PRECISIONS, compare, emulate_precision
@@ -61,19 +77,21 @@ rng = np.random.default_rng(0)
 # the row-sum term of the softmax VJP, the most common hand-derivation slip:
 #
 # $$ P = \operatorname{softmax}(S) \;\Rightarrow\; \bar S = P \circ \big(\bar P - \operatorname{rowsum}(\bar P \circ P)\big),
-# \qquad\text{bug: } \bar S = P \circ \bar P . $$
+# \qquad\text{bug: } \bar S = P \circ \bar P $$
+#
+# (exercise 3 derives the correct form).
 #
 # This is the code under test, not part of primal_np.
 
 
 # %%
 def _probs(q, k, mask, causal, scale):
-    n, m, d = q.shape[-2], k.shape[-2], q.shape[-1]
+    N, M, d = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    s = np.einsum("...nd,...md->...nm", q, k) * q.dtype.type(scale)
-    visible = np.ones((n, m), bool) if mask is None else np.asarray(mask, bool)
+    s = np.einsum("...id,...jd->...ij", q, k) * q.dtype.type(scale)
+    visible = np.ones((N, M), bool) if mask is None else np.asarray(mask, bool)
     if causal:
-        visible = visible & np.tri(n, m, dtype=bool)
+        visible = visible & np.tri(N, M, dtype=bool)  # key j visible to query i iff j ≤ i
     s = np.where(visible, s, -np.inf)
     top = s.max(axis=-1, keepdims=True)
     e = np.exp(s - np.where(np.isfinite(top), top, 0))  # a fully masked row: all zeros
@@ -83,18 +101,18 @@ def _probs(q, k, mask, causal, scale):
 
 def my_attention(q, k, v, mask=None, causal=False, scale=None):
     p, _ = _probs(q, k, mask, causal, scale)
-    return np.einsum("...nm,...me->...ne", p, v)
+    return np.einsum("...ij,...je->...ie", p, v)
 
 
 def my_attention_backward(q, k, v, mask, causal, scale, dout, rowsum_term=True):
     p, scale = _probs(q, k, mask, causal, scale)
-    dv = np.einsum("...nm,...ne->...me", p, dout)
-    dp = np.einsum("...ne,...me->...nm", dout, v)
+    dv = np.einsum("...ij,...ie->...je", p, dout)
+    dp = np.einsum("...ie,...je->...ij", dout, v)
     if rowsum_term:
         dp = dp - (dp * p).sum(axis=-1, keepdims=True)
     ds = p * dp
-    dq = np.einsum("...nm,...md->...nd", ds, k) * q.dtype.type(scale)
-    dk = np.einsum("...nm,...nd->...md", ds, q) * q.dtype.type(scale)
+    dq = np.einsum("...ij,...jd->...id", ds, k) * q.dtype.type(scale)
+    dk = np.einsum("...ij,...id->...jd", ds, q) * q.dtype.type(scale)
     return dq, dk, dv
 
 
@@ -131,7 +149,9 @@ print("config:", {k: config[k] for k in ("scale", "causal", "mask", "fully_maske
 
 
 def run_candidate(a, dtype, rowsum_term=True):
-    q, k, v, dout = (a[n].astype(dtype) for n in ("input.q", "input.k", "input.v", "cotangent.out"))
+    q, k, v, dout = (
+        a[key].astype(dtype) for key in ("input.q", "input.k", "input.v", "cotangent.out")
+    )
     mask = a["input.mask"]
     out = my_attention(q, k, v, mask)
     dq, dk, dv = my_attention_backward(q, k, v, mask, False, None, dout, rowsum_term)
@@ -177,9 +197,9 @@ print("exit status:", proc.returncode)
 
 # %%
 case = golden.build_case(name)  # carries a hook that re-runs primal_np in any dtype
-inputs = {n: x for n, x in a.items() if n.startswith(("input.", "cotangent."))}
+inputs = {key: x for key, x in a.items() if key.startswith(("input.", "cotangent."))}
 own = emulate_precision(case.recompute, inputs, "float32")
-reference = {n: x for n, x in a.items() if n.startswith(("output.", "grad."))}
+reference = {key: x for key, x in a.items() if key.startswith(("output.", "grad."))}
 cand32 = run_candidate(a, np.float32)
 report = compare(cand32, reference, precision="float32", own=own)
 print(report)
@@ -310,3 +330,99 @@ if torch is not None:
 # %%
 os.chdir(start_dir)
 shutil.rmtree(work_dir)  # the golden files were only for this notebook
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has a worked solution below it, folded away: try first, then open it.
+# The solution cells run with the rest of the notebook (and in CI).
+#
+# **Exercise 1 (change a parameter and predict).** A subtler bug: the candidate's
+# $\bar Q$ is right up to a relative error of $10^{-6}$ (multiply it by $1 + 10^{-6}$).
+# Predict the verdict of `check_dual_attention` in float64 and in float32, then run it.
+#
+# <details>
+# <summary>Solution</summary>
+#
+# float64 fails at every point: its bound is $10^{-10}$ relative, four orders of
+# magnitude below the error. float32 is at the edge: primal_np's own float32 error on
+# these inputs is a few $10^{-7}$ relative (rounding of $2^{-24} \approx 6\cdot 10^{-8}$ per
+# operation, accumulated), so the bound — twice that, plus the floor — is close to
+# $10^{-6}$: the error exceeds it by a factor 1.3–2.6 at most points and passes at a few.
+# A low-precision check cannot reliably see an error of the size of the precision's own
+# noise — which is why a candidate is first compared in float64.
+#
+# </details>
+
+
+# %% tags=["hide-cell"] jupyter={"outputs_hidden": true, "source_hidden": true}
+def backward_off(q, k, v, mask, causal, scale, dout):
+    dq, dk, dv = my_attention_backward(q, k, v, mask, causal, scale, dout)
+    return dq * q.dtype.type(1 + 1e-6), dk, dv
+
+
+report_off = check_dual_attention(my_attention, backward=backward_off)
+print(str(report_off).split("\n\n")[0])
+
+# %% [markdown]
+# **Exercise 2 (change a parameter and predict).** Another common slip is the causal
+# convention: a candidate that aligns the causal triangle to the **bottom right** (key
+# $j$ visible to query $i$ iff $j \le i + M - N$, as some libraries do for decoding with a
+# cache) instead of the top left. Which points of the adapter's grid catch it?
+#
+# <details>
+# <summary>Solution</summary>
+#
+# For $N = M$ the two conventions are the same triangle, so every square causal point
+# passes. Only the causal points with $N \ne M$ can tell them apart — the grid has one with
+# $N < M$ and one with $N > M$ (for $N > M$ the bottom-right triangle even masks whole
+# rows, whose output must then be 0) — and there the forward output already fails.
+#
+# </details>
+
+
+# %% tags=["hide-cell"] jupyter={"outputs_hidden": true, "source_hidden": true}
+def my_attention_bottom_right(q, k, v, mask=None, causal=False, scale=None):
+    if causal:
+        N, M = q.shape[-2], k.shape[-2]
+        tri = np.tri(N, M, k=M - N, dtype=bool)  # bottom-right aligned: the slip
+        mask = tri if mask is None else (np.asarray(mask, bool) & tri)
+    return my_attention(q, k, v, mask, False, scale)
+
+
+report_br = check_dual_attention(my_attention_bottom_right, dtypes=("float64",))
+print(str(report_br).split("\n\n")[0])
+
+# %% [markdown]
+# **Exercise 3 (derive and check).** Derive the softmax VJP used above: for one row
+# $p = \operatorname{softmax}(s)$ and an upstream gradient $\bar p$, show
+# $\bar s = p \circ (\bar p - \langle\bar p, p\rangle\mathbf 1)$. Then check both the correct and
+# the buggy backward of the candidate against central differences with `pn.gradcheck`,
+# independently of any reference implementation.
+#
+# <details>
+# <summary>Solution</summary>
+#
+# $p_j = e^{s_j}/\sum_t e^{s_t}$ gives $\partial p_j/\partial s_t = p_j(\delta_{jt} - p_t)$. So
+# $\bar s_t = \sum_j \bar p_j\,p_j(\delta_{jt} - p_t) = p_t\bar p_t - p_t\sum_j\bar p_j p_j
+# = p_t(\bar p_t - \langle\bar p, p\rangle)$. The second term comes from the normalisation:
+# raising one logit lowers every other probability. Dropping it (the bug) differentiates
+# $e^{s}$ as if each row's sum were a constant.
+#
+# </details>
+
+# %% tags=["hide-cell"] jupyter={"outputs_hidden": true, "source_hidden": true}
+r3 = np.random.default_rng(3)
+q3, k3, v3 = r3.standard_normal((4, 3)), r3.standard_normal((5, 3)), r3.standard_normal((5, 2))
+dout3 = r3.standard_normal((4, 2))  # random upstream gradient of L = ⟨dout, O⟩
+
+
+def objective(q, k, v):
+    return np.sum(dout3 * my_attention(q, k, v))
+
+
+for label, rowsum in (("correct", True), ("without the row-sum term", False)):
+    dq3, dk3, dv3 = my_attention_backward(q3, k3, v3, None, False, None, dout3, rowsum)
+    rep = pn.gradcheck(objective, {"q": q3, "k": k3, "v": v3}, {"q": dq3, "k": dk3, "v": dv3})
+    print(f"{label}: {'pass' if rep.ok else 'FAIL'}; max relative error per input",
+          {row.name: f"{row.max_rel_err:.1e}" for row in rep.rows})  # fmt: skip
