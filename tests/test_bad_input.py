@@ -506,6 +506,7 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     ("attention_weights", "q", FLAT, V, r"^q must have at least 2 dimensions"),
     *masks("attention_weights", "mask"),
     *flag("attention_weights", "causal"),
+    ("attention_weights", "mask", UP, V, r"^mask has shape \(3, 5, 1\); it must broadcast to"),
     *real("attention_weights", "scale"),
     *upstream("dual_attention_backward", "dout", (2, 3, 3)),
     *caches("dual_attention_backward", "DualCache", "dual_attention"),
@@ -513,6 +514,7 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     *arrays("stationary_point", "x", "W_q", "W_k"),
     ("stationary_point", "x", UP, V, r"^x must have 2 dimensions, got shape \(6, 4, 1\)$"),
     ("stationary_point", "W_q", HALF, V, r"^W_q has shape \(3, 2\) \(d', d\) but x has d = 4"),
+    ("stationary_point", "W_k", UP, V, r"^W_k must have 2 dimensions"),
     *integer("stationary_point", "s"),
     ("stationary_point", "s", 4, V, r"^s = 4 exceeds min\(N, p_φ\) = min\(6, 3\)"),
     ("stationary_point", "feature_map", 3, TE, r"^feature_map must be one of the registered feature maps \(cosine, .*\), got int 3$"),
@@ -523,6 +525,9 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     *arrays("scores_from_x", "x", "W_q", "W_k", "H_e", "H_r"),
     ("scores_from_x", "H_e", HALF, V, r"^H_e must be \(N, s\) and H_r \(M, s\)"),
     ("scores_from_x", "H_r", UP, V, r"^H_r must have 2 dimensions"),
+    ("scores_from_x", "x", UP, V, r"^x must have 2 dimensions, got shape \(6, 4, 1\)$"),
+    ("scores_from_x", "W_q", HALF, V, r"^W_q has shape \(3, 2\) \(d', d\) but x has d = 4"),
+    ("scores_from_x", "W_k", UP, V, r"^W_k must have 2 dimensions"),
     *option("scores_from_x", "form", good="primal", numeric_bad=1),
     ("scores_from_x", "feature_map", 3, TE, r"^feature_map must be one of the registered feature maps \(cosine, .*\), got int 3$"),
     ("scores_from_x", "map_params", [1], TE, r"^map_params must be a mapping of .*, got list$"),
@@ -553,6 +558,8 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     *arrays("positive_random_features", "x", "w"),
     ("positive_random_features", "w", HALF, V, r"^w has shape \(6, 2\) \(m, d\) but x has d = 4"),
     ("positive_random_features", "w", UP, V, r"^w must have 2 dimensions"),
+    ("positive_random_features", "x", SCALAR, V, r"^x must have at least 1 dimensions"),
+    ("positive_random_features", "x", HALF, V, r"^w has shape \(6, 4\) \(m, d\) but x has d = 2"),
     ("positive_random_features", "w", T(lambda a: 1e3 * a, "w · 1000"), V,
      r"^positive_random_features: exponent w·x − ‖x‖²/2 overflows; rescale x"),
     *upstream("positive_random_features_backward", "dphi", (3, 6)),
@@ -586,6 +593,8 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     *caches("kernel_matrix_backward", "KernelCache", "kernel_matrix"),
     *arrays("softmax_kernel", "q", "k"),
     ("softmax_kernel", "k", BATCH3, V, r"^leading \(batch/head\) axes do not broadcast"),
+    ("softmax_kernel", "q", FLAT, V, r"^q must have at least 2 dimensions, got shape \(24,\)$"),
+    ("softmax_kernel", "mask", UP, V, r"^mask has shape \(3, 5, 1\); it must broadcast to"),
     *masks("softmax_kernel", "mask"),
     *flag("softmax_kernel", "causal"),
     *real("softmax_kernel", "scale"),
@@ -594,6 +603,7 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
      r"^leading \(batch/head\) axes do not broadcast: q \(2,\), k \(3,\)$"),
     ("random_feature_softmax_kernel", "k", HALF, V, r"^q and k must share the feature dimension"),
     ("random_feature_softmax_kernel", "w", HALF, V, r"^w has shape \(6, 2\) \(m, d\) but q"),
+    ("random_feature_softmax_kernel", "q", FLAT, V, r"^q must have at least 2 dimensions"),
     *real("random_feature_softmax_kernel", "scale", minimum=0.0, exclusive=True),
     *arrays("asymmetry", "K"),
     ("asymmetry", "K", T(lambda a: a[:3], "3×4"), V, r"^K must be square \(N, N\), got shape"),
@@ -608,6 +618,7 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     ("primal_weights", "phi_k", HALF, V, r"^phi_q \(5, 3\) and phi_k \(4, 1\) must share p"),
     ("primal_weights", "H_e", FLAT, V, r"^H_e must have 2 dimensions"),
     ("primal_weights", "H_r", HALF, V, r"^H_e must be \(N, s\) and H_r \(M, s\)"),
+    ("primal_weights", "phi_q", UP, V, r"^phi_q must have 2 dimensions"),
     *upstream("primal_weights_backward", "dW", (3, 2), name="dW[0] (dW_e)",
               wrap=("dW", lambda a, t: entry(0, t))),
     ("primal_weights_backward", "dW", T(lambda p: p[0], "dW_e alone"), TE,
@@ -615,11 +626,19 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     *caches("primal_weights_backward", "PrimalWeightsCache", "primal_weights"),
     *arrays("kkt_weights", "phi_q", "phi_k", "H_e", "H_r", "sigma"),
     ("kkt_weights", "sigma", UP, V, r"^sigma must have 1 dimensions"),
+    ("kkt_weights", "phi_q", UP, V, r"^phi_q must have 2 dimensions"),
+    ("kkt_weights", "phi_k", HALF, V, r"^phi_q \(5, 3\) and phi_k \(4, 1\) must share p"),
+    ("kkt_weights", "H_e", HALF, V, r"^H_e must be \(N, s\) and H_r \(M, s\)"),
+    ("kkt_weights", "H_r", FLAT, V, r"^H_r must have 2 dimensions"),
     ("kkt_weights", "sigma", T(lambda a: a[:1], "(1,)"), V, r"^sigma has shape \(1,\), expected"),
     ("kkt_weights", "sigma", T(lambda a: -a, "negative"), V,
      r"^every singular value must be > 0 to form Λ = Σ⁻¹, got sigma"),
     *arrays("kkt_residuals", "phi_q", "phi_k", "W_e", "W_r", "lam", "H_e", "H_r", "E", "R"),
     ("kkt_residuals", "W_e", HALF, V, r"^W_e and W_r must both be \(p, s\) with p = 3"),
+    ("kkt_residuals", "phi_q", FLAT, V, r"^phi_q must have 2 dimensions"),
+    ("kkt_residuals", "phi_k", HALF, V, r"^phi_q \(5, 3\) and phi_k \(4, 1\) must share p"),
+    ("kkt_residuals", "W_r", UP, V, r"^W_r must have 2 dimensions"),
+    ("kkt_residuals", "H_e", HALF, V, r"^H_e must be \(N, s\) and H_r \(M, s\)"),
     ("kkt_residuals", "lam", UP, V, r"^lam must have 1 dimensions"),
     ("kkt_residuals", "H_r", HALF, V, r"^H_e must be \(N, s\) and H_r \(M, s\)"),
     ("kkt_residuals", "E", HALF, V, r"^E must have shape \(N, s\) = \(5, 2\), got \(5, 1\)$"),
@@ -646,6 +665,7 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     ("primal_scores", "phi_k", BATCH3, V,
      r"^leading \(batch/head\) axes do not broadcast: phi_q \(2,\), phi_k \(3,\), W_e \(\), W_r \(\)$"),
     ("primal_scores", "W_r", FLAT, V, r"^W_r must have at least 2 dimensions"),
+    ("primal_scores", "phi_q", FLAT, V, r"^phi_q must have at least 2 dimensions"),
     *upstream("primal_scores_backward", "dscores", (2, 4, 2), name="dscores[1] (dR)",
               wrap=("dscores", lambda a, t: entry(1, t))),
     ("primal_scores_backward", "dscores", T(list, "a list of 2"), None),
@@ -756,6 +776,8 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
      r"^ksvd_grads.lam is None; expected an array of shape \(2, 1\)$"),
     *arrays("layer_objective", "x", "cotangent"),
     ("layer_objective", "cotangent", UP, V, r"^cotangent has shape \(2, 5, 4, 1\), expected the output shape \(2, 5, 4\)$"),
+    ("layer_objective", "x", FLAT, V, r"^x must have 3 dimensions, got shape \(40,\)$"),
+    ("layer_objective", "mask", T(lambda m: m[:, :4], "(2, 4)"), V, r"^mask has shape \(2, 4\), expected \(B, N\) = \(2, 5\)"),
     ("layer_objective", "params", without("lam"), KE, r"missing \['lam'\]"),
     ("layer_objective", "params", entry("lam", NAN), V, r"^parameter 'lam' must be finite, got nan"),
     ("layer_objective", "config", "lra", TE, r"^config must be a PrimalAttentionConfig, got str$"),
@@ -797,6 +819,7 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     ("to_state_dict", "params", without("wq"), KE, r"missing \['wq'\]"),
     ("to_state_dict", "params", entry("wq", INT), TE, r"^parameter 'wq' must be a floating-point array"),
     ("to_state_dict", "params", entry("wq", READONLY), None),
+    ("to_state_dict", "params", entry("wq", HALF), V, r"^parameter 'wq' has shape \(4, 2\), expected \(4, 4\)"),
     ("to_state_dict", "config", None, TE, r"^config must be a PrimalAttentionConfig, got NoneType$"),
     ("to_state_dict", "prefix", 3, TE, r"^prefix must be a string, got int 3$"),
     ("from_state_dict", "state", without("attn.ff.bias"), KE,
@@ -861,9 +884,13 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     ("kep_svgp_attention", "params", entry("m_u", INT), TE, r"^parameter 'm_u' must be a floating-point array"),
     ("kep_svgp_attention", "params", entry("m_u", INF), V, r"^parameter 'm_u' must be finite, got -inf"),
     ("kep_svgp_attention", "params", without("we"), KE, r"missing \['we'\]"),
+    ("kep_svgp_attention", "params", entry("we", UP), V, r"^parameter 'we' has shape \(2, 4, 2, 1\), expected \(2, 4, 2\)$"),
     ("kep_svgp_attention", "params", (1, 2), TE, r"^params must be a mapping of name → array, got tuple$"),
     ("kep_svgp_attention", "config", CFG, TE, r"^config must be a KEPSVGPConfig, got PrimalAttentionConfig$"),
     ("kep_svgp_attention", "rng", 0, V, r"^give exactly one of noise= \(an array\) and rng="),
+    ("kep_svgp_attention", "rng", "0", TE, r"^rng must be a numpy Generator or an int seed, got str '0'$"),
+    ("kep_svgp_attention", "rng", True, TE, r"^rng must be a numpy Generator or an int seed, got bool True$"),
+    ("kep_svgp_attention", "rng", -1, V, r"^rng must be >= 0, got -1$"),
     *masks("kep_svgp_attention", "mask", meaning="True = real token"),
     ("kep_svgp_attention", "mask", T(lambda m: m[:1], "(1, 5)"), V, r"^mask has shape \(1, 5\), expected \(B, N\) = \(2, 5\)"),
     *upstream("kep_svgp_attention_backward", "dy", (2, 5, 4)),
@@ -883,6 +910,9 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     *caches("kep_svgp_losses_backward", "KEPSVGPLossCache", "kep_svgp_losses"),
     *arrays("kep_svgp_objective", "x", "noise", "cotangent"),
     ("kep_svgp_objective", "cotangent", UP, V, r"^cotangent has shape \(2, 5, 4, 1\), expected the output shape \(2, 5, 4\)$"),
+    ("kep_svgp_objective", "x", HALF, V, r"^x has shape \(2, 5, 2\); expected \(B, N, D\)"),
+    ("kep_svgp_objective", "noise", FLAT, V, r"^noise must have 5 dimensions, got shape \(40,\)$"),
+    ("kep_svgp_objective", "mask", T(lambda m: m[:1], "(1, 5)"), V, r"^mask has shape \(1, 5\), expected \(B, N\) = \(2, 5\)"),
     ("kep_svgp_objective", "params", entry("we", BOOL), TE, r"^parameter 'we' must be a floating-point array"),
     ("kep_svgp_objective", "config", None, TE, r"^config must be a KEPSVGPConfig, got NoneType$"),
     *real("kep_svgp_objective", "eta", minimum=0.0),
@@ -912,6 +942,11 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
 
 # Parameters with no row, and why (none may be missing without an entry here).
 EXEMPT: dict[tuple[str, str], str] = {}
+
+# Array arguments that have no shape to get wrong, and why.
+SHAPE_FREE = {
+    ("gradcheck", "inputs"): "the loss defines what it accepts; grads must match the inputs",
+}
 
 # Public names of primal_np.__all__ that are not callables to test.
 NOT_CALLABLES = {
@@ -996,6 +1031,16 @@ def test_every_parameter_has_a_row():
             if (name, param) not in covered and (name, param) not in EXEMPT:
                 missing.append(f"{name}({param})")
     assert not missing, "parameters without a bad-input row: " + ", ".join(missing)
+
+
+def test_every_array_argument_has_a_shape_row():
+    """An argument with dtype rows (an array, or a dict or pair of arrays) also has a row
+    with a wrong shape or a wrong number of dimensions."""
+    arrays = {(r.fn, r.arg) for r in CASES if repr(r.bad).endswith("int64")}
+    shaped = {(r.fn, r.arg) for r in CASES if r.exc is ValueError
+              and not repr(r.bad).endswith(("NaN", "-inf"))}  # fmt: skip
+    missing = sorted(arrays - shaped - set(SHAPE_FREE))
+    assert not missing, f"array arguments without a shape row: {missing}"
 
 
 def test_the_table_names_real_parameters():

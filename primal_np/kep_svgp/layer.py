@@ -67,7 +67,7 @@ from .ops import (
     token_map,
     token_map_backward,
 )
-from .params import KEPSVGPConfig, check_kep_params, draw_noise, kep_sample_indices
+from .params import KEPSVGPConfig, check_kep_params, draw_noise, generator, kep_sample_indices
 
 __all__ = [
     "KEPSVGPCache",
@@ -236,6 +236,8 @@ def kep_svgp_attention(
     P = {k: v.astype(dt, copy=False) for k, v in params.items()}
     B, N, D = x.shape
     H = config.num_heads
+    if rng is not None:
+        rng = generator(rng)
     if (noise is None) == (rng is None):
         raise ValueError("give exactly one of noise= (an array) and rng= (a Generator or seed)")
     if noise is None:

@@ -171,11 +171,18 @@ def draw_noise(
     dtype: np.dtype | type = np.float64,
 ) -> np.ndarray:
     """Standard-normal noise of ``noise_shape`` from a Generator (or a seed)."""
+    return generator(rng).standard_normal(noise_shape(config, batch, num_tokens)).astype(dtype)
+
+
+def generator(rng: object) -> np.random.Generator:
+    """``rng`` as a Generator: a Generator, or an int seed >= 0 (a named error otherwise)."""
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        rng = np.random.default_rng(_seed(rng, "rng"))
+        return np.random.default_rng(_seed(rng, "rng"))
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy Generator or an int seed, got {type(rng).__name__}")
-    return rng.standard_normal(noise_shape(config, batch, num_tokens)).astype(dtype)
+        raise TypeError(
+            f"rng must be a numpy Generator or an int seed, got {type(rng).__name__} {rng!r}"
+        )
+    return rng
 
 
 def kep_param_shapes(config: KEPSVGPConfig) -> dict[str, tuple[int, ...]]:
