@@ -74,6 +74,7 @@ FLAT = T(lambda a: np.asarray(a).reshape(-1), "flattened to 1-d")
 SCALAR = T(lambda a: np.asarray(a).reshape(-1)[0], "a 0-d scalar")
 FLOAT = T(lambda a: np.asarray(a, dtype=float), "float64")
 BATCH3 = T(lambda a: np.stack([np.asarray(a)[0]] * 3), "leading axis 3 instead of 2")
+HALF = T(lambda a: np.asarray(a)[..., : max(1, np.shape(a)[-1] // 2)], "last axis halved")
 NOT_A_CACHE = ("not", "a", "cache")
 
 
@@ -456,9 +457,8 @@ def _pickled_npz(tmp):
 
 # --------------------------------------------------------------------------- the table
 V, TE, KE = ValueError, TypeError, KeyError
-LAYER_PARAMS = tuple(pn.init_primal_attention_params(CFG))
+LAYER_PARAMS = tuple(pn.init_primal_attention_params(CFG))  # every entry of the layer's dict
 MHA_PARAMS = ("W_q", "b_q", "W_o", "b_o")
-HALF = T(lambda a: np.asarray(a)[..., : max(1, np.shape(a)[-1] // 2)], "last axis halved")
 
 CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     # ---------------------------------------------------------------- primitives
@@ -940,7 +940,9 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     *caches("mha_attention_backward", "MHACache", "mha_attention"),
 ]]  # fmt: skip
 
-# Parameters with no row, and why (none may be missing without an entry here).
+# Parameters with no row, and why: (function, parameter) → the reason it cannot be bad.
+# Empty so far: every parameter has a value of a wrong type at least (a seed that accepts
+# any int >= 0 still has its negative, bool, float and str rows).
 EXEMPT: dict[tuple[str, str], str] = {}
 
 # Array arguments that have no shape to get wrong, and why.
