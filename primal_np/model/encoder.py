@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._checks import cache_of, float_dtype
+from .._checks import float_dtype
 from ..fast import primal_attention_impl
 from ..ksvd_loss import KSVDGrads, ksvd_loss, ksvd_loss_backward, ksvd_terms_from_cache
 from ..mha import init_mha_params, mha_attention, mha_attention_backward
@@ -201,7 +201,6 @@ def model_backward(
     """Gradients of every parameter, the forward's steps in reverse. ``ksvd_grads`` maps a
     primal layer's index to its ``KSVDGrads`` (from ``ksvd_loss_backward``), which that
     layer's backward adds where the KSVD loss enters."""
-    cache_of(cache, ModelCache, "model_forward")
     cfg = cache.cfg
     ksvd_grads = ksvd_grads or {}
     g: dict[str, np.ndarray] = {}
