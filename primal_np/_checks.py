@@ -8,7 +8,8 @@ broadcasting error deep inside an op or as a silent NaN.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -25,6 +26,14 @@ __all__ = [
     "upstream",
     "real_number",
     "float_dtype",
+    "boolean",
+    "choice",
+    "seed",
+    "cache_of",
+    "callable_arg",
+    "mapping",
+    "param_dict",
+    "path_arg",
 ]
 
 
@@ -73,12 +82,13 @@ def result_dtype(*arrays: np.ndarray) -> np.dtype:
     return dt
 
 
-def bool_mask(mask: object, name: str) -> np.ndarray:
+def bool_mask(mask: object, name: str, meaning: str = "True = may attend") -> np.ndarray:
+    """``mask`` as a boolean array, else a ``TypeError`` naming it and what True means
+    (``meaning``: "True = may attend" for attention masks, "True = real token" for
+    padding masks)."""
     arr = np.asarray(mask)
     if arr.dtype != np.bool_:
-        raise TypeError(
-            f"{name} must be a boolean array (True = may attend), got dtype {arr.dtype}"
-        )
+        raise TypeError(f"{name} must be a boolean array ({meaning}), got dtype {arr.dtype}")
     return arr
 
 
@@ -188,3 +198,89 @@ def float_dtype(dtype: object, name: str = "dtype") -> np.dtype:
     if dt.kind != "f":
         raise TypeError(f"{name} must be a floating dtype (float16, float32, float64), got {dt}")
     return dt
+
+
+def boolean(value: object, name: str) -> bool:
+    """``value`` if it is True or False (Python or NumPy bool), else a named ``TypeError``:
+    strings, numbers and None are never taken for booleans ("no" would be true)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def choice(value: object, name: str, options: Sequence[str]) -> str:
+    """``value`` if it is one of the option strings: a ``TypeError`` for a non-string, a
+    ``ValueError`` for an unknown name, both listing the options."""
+    opts = tuple(options)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {opts}, got {type(value).__name__} {value!r}")
+    if value not in opts:
+        raise ValueError(f"{name} must be one of {opts}, got {value!r}")
+    return value
+
+
+def seed(value: object, name: str = "seed") -> int:
+    """A seed for ``np.random.default_rng``: an integer >= 0 (not a bool, float or string)."""
+    return positive_int(value, name, minimum=0)
+
+
+def cache_of(cache: object, kind: type | tuple[type, ...], op: str) -> None:
+    """Refuse a cache that the forward ``op`` did not return (another op's cache, or
+    anything else) with a ``TypeError`` naming the expected cache type, instead of an
+    ``AttributeError`` or an unpacking error deep inside a backward."""
+    if not isinstance(cache, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        want = " or ".join(k.__name__ for k in kinds)
+        raise TypeError(f"cache must be the {want} returned by {op}, got {type(cache).__name__}")
+
+
+def callable_arg(value: object, name: str, *, optional: bool = False) -> None:
+    """A named ``TypeError`` unless ``value`` is callable (or None with ``optional``)."""
+    if optional and value is None:
+        return
+    if not callable(value):
+        what = "a callable or None" if optional else "a callable"
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
+
+
+def mapping(value: object, name: str, what: str = "name → array") -> None:
+    """A named ``TypeError`` unless ``value`` is a mapping (a dict of ``what``)."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping of {what}, got {type(value).__name__}")
+
+
+def param_dict(
+    params: object, shapes: Mapping[str, tuple[int, ...]], what: str, detail: str = ""
+) -> dict[str, np.ndarray]:
+    """A layer's parameters checked against their expected ``shapes``: a mapping with
+    exactly those names (``KeyError`` listing the missing and unexpected ones), each a
+    floating array (``TypeError``) of its shape (``ValueError``, ``detail`` appended),
+    finite (``ValueError`` naming the first bad index). Returns them as arrays."""
+    mapping(params, "params")
+    assert isinstance(params, Mapping)
+    names = set(params)
+    missing, extra = sorted(set(shapes) - names), sorted(names - set(shapes))
+    if missing or extra:
+        raise KeyError(f"parameters do not fit the {what}: missing {missing}, unexpected {extra}")
+    out = {}
+    for k, shape in shapes.items():
+        name = f"parameter {k!r}"
+        arr = float_array(params[k], name)
+        if arr.shape != tuple(shape):
+            raise ValueError(f"{name} has shape {arr.shape}, expected {tuple(shape)}{detail}")
+        check_finite(arr, name)
+        out[k] = arr
+    return out
+
+
+def path_arg(path: object, name: str = "path", *, mode: str = "r") -> None:
+    """A named ``TypeError`` unless ``path`` is a file path (str or os.PathLike) or a
+    binary file object (with ``read`` for ``mode="r"``, ``write`` for ``mode="w"``); an
+    integer would be taken for an open file descriptor by NumPy."""
+    method = "read" if mode == "r" else "write"
+    if isinstance(path, (str, os.PathLike)) or hasattr(path, method):
+        return
+    raise TypeError(
+        f"{name} must be a file path (str or os.PathLike) or a binary file object, got "
+        f"{type(path).__name__} {path!r}"
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -12,9 +14,12 @@ from typing import NoReturn
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .verify import format_table, run_checks
 
+    if args.only is not None and not args.only.strip():
+        print("verify: --only must name some text, got ''", file=sys.stderr)
+        return 2
     rows = run_checks(args.only)
     if not rows:
-        print(f"no check matches {args.only!r}", file=sys.stderr)
+        print(f"verify: --only {args.only!r} matches no check", file=sys.stderr)
         return 2
     failed = any(r.passed is False for r in rows)
     if args.json:
@@ -26,15 +31,27 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_golden_export(args: argparse.Namespace) -> int:
-    from .golden import case_names, export
+    from .golden import GoldenExportError, case_names, check_export_target, export
+
+    def fail(message: str) -> int:
+        print(f"golden export: {message}", file=sys.stderr)
+        return 2
 
     names = args.case or None
     if names:
         unknown = [n for n in names if n not in case_names()]
         if unknown:
-            print(f"unknown case(s) {unknown}; known: {', '.join(case_names())}", file=sys.stderr)
-            return 2
-    cases = export(args.directory, names)
+            return fail(f"--case: unknown case(s) {unknown}; known: {', '.join(case_names())}")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            return fail(f"--case {twice[0]} is given more than once")
+    try:
+        check_export_target(args.directory, names)  # before any case is built
+        cases = export(args.directory, names)
+    except GoldenExportError as exc:
+        return fail(str(exc))
+    except OSError as exc:  # the disk filled up, the directory vanished, ...
+        return fail(f"{args.directory}: could not be written: {exc.strerror or exc}")
     for c in cases:
         print(f"wrote {args.directory}/{c.name}.npz  ({c.op}, {len(c.arrays)} arrays)")
     print(f"wrote {args.directory}/manifest.json  ({len(cases)} cases)")
@@ -50,6 +67,9 @@ def _cmd_golden_check(args: argparse.Namespace) -> int:
             args.directory, args.candidate, case=args.case, precision=args.dtype, k=args.k
         )
     except (GoldenFormatError, ValueError) as exc:
+        print(f"golden check: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a directory that cannot be listed, a file that cannot be read
         print(f"golden check: {exc}", file=sys.stderr)
         return 2
     print(report.to_json() if args.json else report)
@@ -194,6 +214,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def finite_at_least(minimum: float):
+    """An argparse type: a finite float >= ``minimum`` (``--k``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number >= {minimum:g}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line on stderr (exit 2), naming the flag; --help has the rest."""
 
@@ -234,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         help="write manifest.json and one .npz per case into DIR",
         description="Write the golden vectors (manifest.json and <case>.npz) into DIR.",
+        epilog="DIR is created if needed and checked before any case is built. Into a "
+        "directory that already holds an export of this primal_np version, the export adds "
+        "to it: each case written replaces its entry in manifest.json (or is appended) and "
+        "the other entries and files are kept, so the manifest always lists exactly the "
+        "cases whose files are there. An unreadable manifest, one naming a missing file, or "
+        "(with --case) one written by another version is refused. Exit status: 0 written; "
+        "2 a bad --case or an unusable DIR (one line on stderr, nothing written).",
     )
     ge.add_argument("directory", metavar="DIR")
     ge.add_argument(
@@ -271,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.add_argument(
         "--k",
-        type=float,
+        type=finite_at_least(0.0),
         default=2.0,
         metavar="K",
         help="low precision: allowed multiple of primal_np's own error (default 2)",
@@ -375,7 +419,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly
+        _silence_stdout()
+        return 141  # as a process ended by SIGPIPE (128 + 13)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of what is left in
+    the buffer does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # a replaced sys.stdout (tests)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

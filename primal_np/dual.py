@@ -18,9 +18,12 @@ import numpy as np
 
 from ._checks import (
     bool_mask,
+    boolean,
     broadcast_batch,
+    cache_of,
     check_finite,
     float_array,
+    real_number,
     result_dtype,
     sum_to_shape,
     upstream,
@@ -78,16 +81,12 @@ def visibility(n_q: int, n_k: int, mask: np.ndarray | None, causal: bool) -> np.
 def _check_scale(scale, d: int) -> float:
     if scale is None:
         return 1.0 / math.sqrt(d)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
-        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__}")
-    scale = float(scale)
-    if not math.isfinite(scale):
-        raise ValueError(f"scale must be finite, got {scale}")
-    return scale
+    return real_number(scale, "scale")
 
 
-def _check_inputs(q, k, v, mask):
-    """Validate q, k (and v if given) and the mask; return them and the batch shape."""
+def _check_inputs(q, k, v, mask, causal):
+    """Validate q, k (and v if given), the mask and causal; return them and the batch shape."""
+    boolean(causal, "causal")
     q = float_array(q, "q", min_ndim=2)
     k = float_array(k, "k", min_ndim=2)
     if q.shape[-1] != k.shape[-1]:
@@ -150,7 +149,7 @@ def attention_weights(
     with S = scale · Q Kᵀ; a row with no visible key has P = 0 and lse = -inf.
     Same arguments and conventions as ``dual_attention``.
     """
-    q, k, _, mask, batch = _check_inputs(q, k, None, mask)
+    q, k, _, mask, batch = _check_inputs(q, k, None, mask, causal)
     scale = _check_scale(scale, q.shape[-1])
     return _probabilities(q, k, mask, causal, scale, batch, result_dtype(q, k))
 
@@ -189,8 +188,12 @@ def dual_attention(
         out (..., N, dv) in the promoted floating dtype of q, k, v (float32 stays
         float32), and a ``DualCache`` whose ``attn`` (P) and ``lse`` fields are the
         intermediates.
+
+    The cache holds references to (not copies of) q, k and v: modifying them in
+    place between this forward and its backward changes the gradient the backward returns.
+    Copy first (``q.copy()``) if you edit them.
     """
-    q, k, v, mask, batch = _check_inputs(q, k, v, mask)
+    q, k, v, mask, batch = _check_inputs(q, k, v, mask, causal)
     scale = _check_scale(scale, q.shape[-1])
     dt = result_dtype(q, k, v)
     p, lse = _probabilities(q, k, mask, causal, scale, batch, dt)
@@ -210,6 +213,7 @@ def dual_attention_backward(dout: np.ndarray, cache: DualCache) -> DualGrads:
 
     Gradients of broadcast leading axes are summed back to each input's shape.
     """
+    cache_of(cache, DualCache, "dual_attention")
     return _dual_attention_backward(dout, cache)
 
 

@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._checks import positive_int
-from .feature_maps import get_feature_map
+from ._checks import cache_of, check_finite, choice, float_array, positive_int
+from .feature_maps import feature_map_named, map_kwargs
 from .kernels import kernel_matrix, kernel_matrix_backward
 from .ksvd import kkt_weights, ksvd, primal_weights, primal_weights_backward
 from .primitives import linear, linear_backward
@@ -44,12 +44,23 @@ class StationaryPoint(NamedTuple):
     lam: np.ndarray  # (s,) diagonal of Λ = Σ⁻¹
 
 
-def _features(x, W_q, W_k, feature_map: str, map_params: dict):
-    fm = get_feature_map(feature_map)
+def _features(x, W_q, W_k, feature_map: str, map_params: object):
+    """Φ_q = φ(X W_qᵀ), Φ_k = φ(X W_kᵀ) after checking x (N, d), W_q and W_k (d', d)."""
+    x = float_array(x, "x", ndim=2)
+    check_finite(x, "x")
+    for w, name in ((W_q, "W_q"), (W_k, "W_k")):
+        w = float_array(w, name, ndim=2)
+        if w.shape[1] != x.shape[1]:
+            raise ValueError(
+                f"{name} has shape {w.shape} (d', d) but x has d = {x.shape[1]} (x shape {x.shape})"
+            )
+        check_finite(w, name)
+    fm = feature_map_named(feature_map, "feature_map")
+    kw = map_kwargs(fm, map_params)
     q, lin_q = linear(x, W_q)
     k, lin_k = linear(x, W_k)
-    phi_q, c_q = fm.forward(q, **map_params)
-    phi_k, c_k = fm.forward(k, **map_params)
+    phi_q, c_q = fm.forward(q, **kw)
+    phi_k, c_k = fm.forward(k, **kw)
     return phi_q, phi_k, (fm, lin_q, lin_k, c_q, c_k)
 
 
@@ -69,7 +80,7 @@ def stationary_point(
     values ≤ N·ε·σ_1, as ``np.linalg.matrix_rank``) is refused with a ``ValueError``.
     """
     s = positive_int(s, "s")
-    phi_q, phi_k, _ = _features(x, W_q, W_k, feature_map, map_params or {})
+    phi_q, phi_k, _ = _features(x, W_q, W_k, feature_map, map_params)
     K, _ = kernel_matrix(phi_q, phi_k)
     p_phi = phi_q.shape[-1]
     if s > min(K.shape[0], p_phi):
@@ -106,19 +117,34 @@ def scores_from_x(
     feature_map: str = "cosine",
     map_params: dict | None = None,
 ) -> tuple[tuple[np.ndarray, np.ndarray], ScoresFromXCache]:
-    """(E, R) as a function of X, W_q, W_k with H_e, H_r held fixed, in either form."""
-    phi_q, phi_k, feat = _features(x, W_q, W_k, feature_map, map_params or {})
+    """(E, R) as a function of X, W_q, W_k with H_e, H_r held fixed, in either form.
+
+    Shapes: x (N, d), W_q and W_k (d', d), H_e and H_r (N, s); ``form`` "primal" or "dual".
+    """
+    choice(form, "form", ("primal", "dual"))
+    phi_q, phi_k, feat = _features(x, W_q, W_k, feature_map, map_params)
+    _check_multipliers(H_e, H_r, phi_q.shape[0])
     c_w: Any
     c_s: Any
     if form == "primal":
         (W_e, W_r), c_w = primal_weights(phi_q, phi_k, H_e, H_r)
         scores, c_s = primal_scores(phi_q, phi_k, W_e, W_r)
-    elif form == "dual":
+    else:
         K, c_w = kernel_matrix(phi_q, phi_k)
         scores, c_s = dual_scores(K, H_e, H_r)
-    else:
-        raise ValueError(f"form must be 'primal' or 'dual', got {form!r}")
     return scores, ScoresFromXCache(form, feat, (c_w, c_s))
+
+
+def _check_multipliers(H_e: object, H_r: object, n: int) -> None:
+    """H_e, H_r: finite floating (N, s) arrays for N = ``n`` tokens."""
+    arrs = [float_array(h, name, ndim=2) for h, name in ((H_e, "H_e"), (H_r, "H_r"))]
+    if arrs[0].shape[0] != n or arrs[1].shape != arrs[0].shape:
+        raise ValueError(
+            f"H_e must be (N, s) and H_r (M, s) with N = M = {n} tokens; got H_e "
+            f"{arrs[0].shape}, H_r {arrs[1].shape}"
+        )
+    for h, name in zip(arrs, ("H_e", "H_r"), strict=True):
+        check_finite(h, name)
 
 
 class ScoresFromXGrads(NamedTuple):
@@ -135,6 +161,7 @@ def scores_from_x_backward(
     Reverse of the forward's steps: scores (primal: E = Φ_q W_e with W_e = Φ_kᵀ H_r, …;
     dual: E = K H_r, …) → feature map → the two linear maps.
     """
+    cache_of(cache, ScoresFromXCache, "scores_from_x")
     fm, lin_q, lin_k, c_q, c_k = cache.feature
     c_w, c_s = cache.inner
     if cache.form == "primal":

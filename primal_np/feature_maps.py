@@ -23,12 +23,26 @@ Maps provided:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._checks import check_finite, float_array, positive_int, result_dtype, upstream
+from ._checks import (
+    boolean,
+    cache_of,
+    callable_arg,
+    check_finite,
+    choice,
+    float_array,
+    float_dtype,
+    positive_int,
+    real_number,
+    result_dtype,
+    upstream,
+)
+from ._checks import seed as _seed
 from .gradcheck import GradcheckReport, check_vjp
 
 __all__ = [
@@ -75,6 +89,7 @@ def cosine_normalize(x: np.ndarray, eps: float = NORMALIZE_EPS) -> tuple[np.ndar
     """
     x = float_array(x, "x", min_ndim=1)
     check_finite(x, "x")
+    eps = real_number(eps, "eps", minimum=0.0, exclusive=True)
     y, cache = _cosine_normalize(x.astype(result_dtype(x), copy=False), eps)
     return y, cache._replace(y=y.copy())
 
@@ -120,6 +135,7 @@ def cosine_normalize_backward(dy: np.ndarray, cache: CosineCache) -> FeatureMapG
 
     where ‖x‖ ≤ eps the forward was y = x/eps, so dx = dy/eps.
     """
+    cache_of(cache, CosineCache, "cosine_normalize")
     dy = upstream(dy, "dy", cache.y.shape, cache.y.dtype)
     return FeatureMapGrads(_cosine_normalize_backward(dy, cache))
 
@@ -156,6 +172,7 @@ def identity_features(x: np.ndarray) -> tuple[np.ndarray, IdentityCache]:
 
 def identity_features_backward(dy: np.ndarray, cache: IdentityCache) -> FeatureMapGrads:
     """VJP of the identity map: dx = dy (a copy)."""
+    cache_of(cache, IdentityCache, "identity_features")
     dy = upstream(dy, "dy", cache.shape, cache.dtype)
     return FeatureMapGrads(dy.copy())
 
@@ -180,10 +197,7 @@ def poly2_features(x: np.ndarray, c: float = 1.0) -> tuple[np.ndarray, Poly2Cach
     """
     x = float_array(x, "x", min_ndim=1)
     check_finite(x, "x")
-    if isinstance(c, bool) or not isinstance(c, (int, float, np.integer, np.floating)):
-        raise TypeError(f"c must be a real number, got {type(c).__name__} {c!r}")
-    if not np.isfinite(c) or c < 0:
-        raise ValueError(f"c must be a finite number >= 0, got {c}")
+    c = real_number(c, "c", minimum=0.0)
     dt = result_dtype(x)
     x = x.astype(dt, copy=False)
     d = x.shape[-1]
@@ -201,6 +215,7 @@ def poly2_features_backward(dphi: np.ndarray, cache: Poly2Cache) -> FeatureMapGr
     With G the d×d matrix holding w_ij·dφ_ij at (i, j), i ≤ j (zeros below the diagonal),
     ∂/∂x of Σ_{i≤j} dφ_ij w_ij x_i x_j is (G + Gᵀ) x; the linear block adds √(2c)·dφ_lin.
     """
+    cache_of(cache, Poly2Cache, "poly2_features")
     x, c = cache
     d = x.shape[-1]
     dphi = upstream(dphi, "dphi", (*x.shape[:-1], poly2_dim(d)), x.dtype)
@@ -225,7 +240,8 @@ def draw_random_features(d: int, m: int, seed: int = 0, *, dtype=np.float64) -> 
     """m i.i.d. projection vectors w_l ~ N(0, I_d), as an (m, d) array, seeded."""
     d = positive_int(d, "d")
     m = positive_int(m, "m")
-    return np.random.default_rng(seed).standard_normal((m, d)).astype(dtype)
+    dt = float_dtype(dtype, "dtype")
+    return np.random.default_rng(_seed(seed, "seed")).standard_normal((m, d)).astype(dt)
 
 
 def positive_random_features(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, RandomFeatureCache]:
@@ -262,6 +278,7 @@ def positive_random_features_backward(
 
     dz = (dφ∘φ) W − z Σ_l dφ_l φ_l.
     """
+    cache_of(cache, RandomFeatureCache, "positive_random_features")
     x, w, phi = cache
     dphi = upstream(dphi, "dphi", phi.shape, phi.dtype)
     t = dphi * phi
@@ -306,12 +323,18 @@ def register_feature_map(
     and objective, the adapters, ``stationary_point`` and training (``train
     --feature-map name``).
     """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty string, got {name!r}")
-    if not callable(forward) or not callable(backward):
-        raise TypeError("forward and backward must be callable")
-    if make_params is not None and not callable(make_params):
-        raise TypeError("make_params must be callable or None")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a non-empty string, got {type(name).__name__} {name!r}")
+    if not name:
+        raise ValueError("name must be a non-empty string, got ''")
+    callable_arg(forward, "forward")
+    callable_arg(backward, "backward")
+    callable_arg(make_params, "make_params", optional=True)
+    if not isinstance(description, str):
+        raise TypeError(
+            f"description must be a string, got {type(description).__name__} {description!r}"
+        )
+    boolean(overwrite, "overwrite")
     if name in FEATURE_MAPS and not overwrite:
         raise ValueError(f"feature map {name!r} is already registered (pass overwrite=True)")
     fm = FeatureMap(name, forward, _conforming(backward), make_params, description)
@@ -333,9 +356,45 @@ def _conforming(backward: Callable[[np.ndarray, Any], Any]) -> Callable[..., Fea
 
 
 def get_feature_map(name: str) -> FeatureMap:
+    """The registered map called ``name`` (a ``ValueError`` listing the registered ones
+    if there is none)."""
+    return feature_map_named(name, "name")
+
+
+def feature_map_named(name: object, arg: str) -> FeatureMap:
+    """``get_feature_map`` for the argument ``arg`` (named in the messages): a ``TypeError``
+    for a non-string, a ``ValueError`` for a name that is not registered."""
+    registered = ", ".join(FEATURE_MAPS)
+    if not isinstance(name, str):
+        raise TypeError(
+            f"{arg} must be one of the registered feature maps ({registered}), got "
+            f"{type(name).__name__} {name!r}"
+        )
     if name not in FEATURE_MAPS:
-        raise ValueError(f"unknown feature map {name!r}; registered: {', '.join(FEATURE_MAPS)}")
+        raise ValueError(
+            f"{arg} must be one of the registered feature maps ({registered}), got {name!r}"
+        )
     return FEATURE_MAPS[name]
+
+
+def map_kwargs(fm: FeatureMap, map_params: object) -> dict:
+    """``map_params`` checked to be a mapping of keyword arguments ``fm.forward`` accepts."""
+    if map_params is None:
+        return {}
+    if not isinstance(map_params, Mapping):
+        raise TypeError(
+            f"map_params must be a mapping of keyword arguments of the feature map, got "
+            f"{type(map_params).__name__}"
+        )
+    try:
+        inspect.signature(fm.forward).bind(np.zeros((1, 1)), **map_params)
+    except TypeError as exc:
+        raise TypeError(
+            f"map_params {sorted(map_params)} do not fit the feature map {fm.name!r}: {exc}"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): the call itself will tell
+        pass
+    return dict(map_params)
 
 
 def check_feature_map(
@@ -347,7 +406,18 @@ def check_feature_map(
     mode: str = "elementwise",
 ) -> GradcheckReport:
     """Finite-difference check of a registered map's backward on random (n, d) inputs."""
-    fm = get_feature_map(name_or_map) if isinstance(name_or_map, str) else name_or_map
+    if isinstance(name_or_map, str):
+        fm = feature_map_named(name_or_map, "name_or_map")
+    elif isinstance(name_or_map, FeatureMap):
+        fm = name_or_map
+    else:
+        raise TypeError(
+            "name_or_map must be a registered name or a FeatureMap, got "
+            f"{type(name_or_map).__name__} {name_or_map!r}"
+        )
+    d, n = positive_int(d, "d"), positive_int(n, "n")
+    seed = _seed(seed, "seed")
+    choice(mode, "mode", ("elementwise", "directional"))
     rng = np.random.default_rng(seed)
     params = fm.make_params(d, seed) if fm.make_params else {}
     x = 0.5 * rng.standard_normal((n, d))

@@ -29,6 +29,17 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import (
+    callable_arg,
+    check_finite,
+    choice,
+    float_array,
+    mapping,
+    positive_int,
+    real_number,
+)
+from ._checks import seed as _seed
+
 __all__ = [
     "GradcheckRow",
     "GradcheckReport",
@@ -102,19 +113,42 @@ class GradcheckReport:
         return "\n".join(lines)
 
 
-def _as64(inputs: Mapping[str, object], names: Sequence[str]) -> dict[str, Any]:
+def _as64(inputs: Mapping[str, object], names: Sequence[str], source: str) -> dict[str, Any]:
+    """The inputs, those named in ``names`` (by the argument ``source``: "grads" or "wrt")
+    copied to float64 after checking that they exist, are floating and finite."""
+    mapping(inputs, "inputs", "input name → value")
     out: dict[str, Any] = dict(inputs)
     for n in names:
         if n not in inputs:
-            raise KeyError(
-                f"gradient given for {n!r}, which is not among the inputs {sorted(inputs)}"
+            raise ValueError(
+                f"{source} names {n!r}, which is not among the inputs {sorted(map(str, inputs))}"
             )
         a = np.asarray(inputs[n])
         if a.dtype.kind != "f":
-            raise TypeError(f"input {n!r} must be floating to be differentiated, got {a.dtype}")
+            raise TypeError(f"inputs[{n!r}] must be floating to be differentiated, got {a.dtype}")
+        check_finite(a, f"inputs[{n!r}]")
         # C order, so that reshape(-1) below is a view that perturbs the array in place
         out[n] = np.array(a, dtype=np.float64, order="C", copy=True)
     return out
+
+
+def _check_grads(grads: Mapping[str, object], x: Mapping[str, Any]) -> None:
+    """Each analytic gradient: a finite floating array of its input's shape."""
+    for n in grads:
+        g = float_array(grads[n], f"grads[{n!r}]")
+        if g.shape != np.shape(x[n]):
+            raise ValueError(
+                f"grads[{n!r}] has shape {g.shape}, expected the input's shape {np.shape(x[n])}"
+            )
+        check_finite(g, f"grads[{n!r}]")
+
+
+def _check_options(mode: object, rtol: object, atol: object, n_directions: object, seed: object):
+    choice(mode, "mode", ("elementwise", "directional"))
+    real_number(rtol, "rtol", minimum=0.0, exclusive=True)
+    real_number(atol, "atol", minimum=0.0)
+    positive_int(n_directions, "n_directions")
+    _seed(seed, "seed")
 
 
 def _scalar(value: object) -> float:
@@ -176,15 +210,12 @@ def gradcheck(
 
     Returns a ``GradcheckReport``; ``report.ok``, ``report.assert_ok()``, ``str(report)``.
     """
+    callable_arg(loss, "loss")
+    mapping(grads, "grads", "input name → gradient")
+    _check_options(mode, rtol, atol, n_directions, seed)
     names = list(grads)
-    x = _as64(inputs, names)
-    for n in names:
-        g = np.asarray(grads[n])
-        if g.shape != np.shape(x[n]):
-            raise ValueError(
-                f"gradient for {n!r} has shape {g.shape}, expected the input's shape "
-                f"{np.shape(x[n])}"
-            )
+    x = _as64(inputs, names, "grads")
+    _check_grads(grads, x)
     report = GradcheckReport(mode=mode, rtol=rtol, atol=atol)
     if mode == "elementwise":
         for n in names:
@@ -202,7 +233,7 @@ def gradcheck(
                 flat[i] = orig
                 nflat[i] = (lp - lm) / (2.0 * h)
             report.rows.append(_row(n, grads[n], num, rtol, atol))
-    elif mode == "directional":
+    else:  # "directional"
         rng = np.random.default_rng(seed)
         for t in range(n_directions):
             dirs = {n: rng.standard_normal(np.shape(x[n])) for n in names}
@@ -216,8 +247,6 @@ def gradcheck(
             numeric = (_scalar(loss(**plus)) - _scalar(loss(**minus))) / (2.0 * h)
             analytic = float(sum(np.sum(np.asarray(grads[n], np.float64) * dirs[n]) for n in names))
             report.rows.append(_row(f"direction {t}", analytic, numeric, rtol, atol))
-    else:
-        raise ValueError(f"mode must be 'elementwise' or 'directional', got {mode!r}")
     return report
 
 
@@ -255,8 +284,15 @@ def check_vjp(
     standard-normal array per output, shaped like it) is seeded. The scalar checked
     is L = Σ ⟨cotangent, output⟩, whose gradient is exactly the VJP.
     """
+    callable_arg(forward, "forward")
+    callable_arg(backward, "backward")
+    if isinstance(wrt, str) or not isinstance(wrt, Sequence):
+        raise TypeError(f"wrt must be a list of input names, got {type(wrt).__name__} {wrt!r}")
+    if not wrt:
+        raise ValueError(f"wrt must name at least one input, got {wrt!r}")
+    _check_options(mode, rtol, atol, n_directions, seed)
     rng = np.random.default_rng(seed)
-    x = _as64(inputs, wrt)
+    x = _as64(inputs, wrt, "wrt")
     out, cache = forward(**x)
     cot = _random_like(rng, out)
     res = backward(cot, cache)
@@ -276,6 +312,40 @@ def check_vjp(
     return gradcheck(
         loss, x, grads, mode=mode, rtol=rtol, atol=atol, n_directions=n_directions, seed=seed + 1
     )
+
+
+def _check_steps(steps: object) -> np.ndarray:
+    """The Taylor test's step sizes: None (the default ladder) or ≥ 2 finite sizes > 0."""
+    if steps is None:
+        return np.geomspace(1e-1, 1e-6, 11)
+    if isinstance(steps, str) or not isinstance(steps, (Sequence, np.ndarray)):
+        raise TypeError(
+            f"steps must be a sequence of step sizes or None, got {type(steps).__name__}"
+        )
+    try:
+        hs = float_array(np.asarray(steps, dtype=float), "steps", ndim=1)
+    except (TypeError, ValueError):
+        raise TypeError(f"steps must be a sequence of step sizes or None, got {steps!r}") from None
+    if hs.size < 2:
+        raise ValueError(f"steps must hold at least 2 step sizes, got {hs.size}")
+    if not np.all(np.isfinite(hs) & (hs > 0)):
+        raise ValueError(f"steps must be finite and > 0, got {list(steps)}")
+    return hs
+
+
+def _check_slope_range(slope_range: object) -> tuple[float, float]:
+    if not isinstance(slope_range, (tuple, list)) or len(slope_range) != 2:
+        raise TypeError(
+            f"slope_range must be a pair (low, high), got {type(slope_range).__name__} "
+            f"{slope_range!r}"
+        )
+    lo = real_number(slope_range[0], "slope_range[0]")
+    hi = real_number(slope_range[1], "slope_range[1]")
+    if not lo < hi:
+        raise ValueError(
+            f"slope_range must be a pair (low, high) with low < high, got {tuple(slope_range)}"
+        )
+    return lo, hi
 
 
 @dataclass
@@ -313,12 +383,18 @@ def taylor_test(
     smallest steps whose remainder is above rounding level (``1e3·ε·|L|``). If at most one
     is, L is linear along u and the test passes as "exact".
     """
+    callable_arg(loss, "loss")
+    mapping(grads, "grads", "input name → gradient")
+    _seed(seed, "seed")
+    hs0 = _check_steps(steps)
+    lo, hi = _check_slope_range(slope_range)
     names = list(grads)
-    x = _as64(inputs, names)
+    x = _as64(inputs, names, "grads")
+    _check_grads(grads, x)
     rng = np.random.default_rng(seed)
     dirs = {n: rng.standard_normal(np.shape(x[n])) for n in names}
     scale = max(1.0, max(float(np.max(np.abs(x[n]), initial=0.0)) for n in names))
-    hs = np.asarray(steps if steps is not None else np.geomspace(1e-1, 1e-6, 11)) * scale
+    hs = hs0 * scale
     l0 = _scalar(loss(**x))
     slope_dir = float(sum(np.sum(np.asarray(grads[n], np.float64) * dirs[n]) for n in names))
     rem = []
@@ -336,5 +412,4 @@ def taylor_test(
     # O(h²) term can hide a small gradient error whose O(h) term wins only as h → 0.)
     idx = np.flatnonzero(keep)[-3:]
     slope = float(np.polyfit(np.log(hs[idx]), np.log(rem_arr[idx]), 1)[0])
-    lo, hi = slope_range
     return TaylorReport(hs, rem_arr, slope, False, lo <= slope <= hi)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import float_array
+from ._checks import cache_of, float_array
 from .primitives import LinearCache, linear, linear_backward
 
 __all__ = ["HeadOutputCache", "HeadOutputGrads", "head_output", "head_output_backward"]
@@ -56,6 +56,7 @@ def head_output_backward(dO: np.ndarray, cache: HeadOutputCache) -> HeadOutputGr
 
     d[E, R] = dO W_c (split back into dE, dR),   dW_c = Σ_rows dOᵀ [E, R],   db_c = Σ_rows dO.
     """
+    cache_of(cache, HeadOutputCache, "head_output")
     g = linear_backward(dO, cache.lin)
     cuts = np.cumsum(cache.widths)[:-1]
     return HeadOutputGrads(tuple(np.split(g.x, cuts, axis=-1)), g.weight, g.bias)

@@ -14,7 +14,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import check_finite, float_array, result_dtype, sum_to_shape, upstream
+from ._checks import (
+    broadcast_batch,
+    cache_of,
+    check_finite,
+    float_array,
+    real_number,
+    result_dtype,
+    sum_to_shape,
+    upstream,
+)
 from .dual import attention_weights
 from .feature_maps import positive_random_features
 
@@ -53,6 +62,7 @@ def kernel_matrix(phi_q: np.ndarray, phi_k: np.ndarray) -> tuple[np.ndarray, Ker
             f"phi_q and phi_k must share the feature dimension p: phi_q {phi_q.shape}, "
             f"phi_k {phi_k.shape}"
         )
+    broadcast_batch([phi_q.shape[:-2], phi_k.shape[:-2]], ["phi_q", "phi_k"])
     check_finite(phi_q, "phi_q")
     check_finite(phi_k, "phi_k")
     dt = result_dtype(phi_q, phi_k)
@@ -65,6 +75,7 @@ def kernel_matrix_backward(dK: np.ndarray, cache: KernelCache) -> KernelMatrixGr
 
     Returns ``KernelMatrixGrads(phi_q, phi_k)``; broadcast leading axes are summed back.
     """
+    cache_of(cache, KernelCache, "kernel_matrix")
     phi_q, phi_k, dt, shape = cache
     dK = upstream(dK, "dK", shape, dt)
     d_q = np.matmul(dK, phi_k, dtype=dt)
@@ -103,9 +114,17 @@ def random_feature_softmax_kernel(
     """
     q = float_array(q, "q", min_ndim=2)
     k = float_array(k, "k", min_ndim=2)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    if scale <= 0:
-        raise ValueError(f"scale must be > 0 for the random-feature approximation, got {scale}")
+    w = float_array(w, "w", ndim=2)
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must share the feature dimension d: q {q.shape}, k {k.shape}")
+    if w.shape[1] != q.shape[-1]:
+        raise ValueError(f"w has shape {w.shape} (m, d) but q and k have d = {q.shape[-1]}")
+    broadcast_batch([q.shape[:-2], k.shape[:-2]], ["q", "k"])
+    for arr, name in ((q, "q"), (k, "k"), (w, "w")):
+        check_finite(arr, name)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    scale = real_number(scale, "scale", minimum=0.0, exclusive=True)
     r = math.sqrt(scale)
     gq, _ = positive_random_features(r * q, w)
     gk, _ = positive_random_features(r * k, w)
@@ -121,6 +140,7 @@ def asymmetry(K: np.ndarray) -> float:
     """
     K = float_array(K, "K", ndim=2)
     if K.shape[0] != K.shape[1]:
-        raise ValueError(f"asymmetry needs a square kernel matrix, got shape {K.shape}")
+        raise ValueError(f"K must be square (N, N), got shape {K.shape}")
+    check_finite(K, "K")
     total = np.linalg.norm(K)
     return float(np.linalg.norm(0.5 * (K - K.T)) / total) if total > 0 else 0.0

@@ -30,7 +30,16 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse.linalg
 
-from ._checks import check_finite, float_array, positive_int, result_dtype, upstream
+from ._checks import (
+    cache_of,
+    check_finite,
+    choice,
+    float_array,
+    positive_int,
+    real_number,
+    result_dtype,
+    upstream,
+)
 from .compare import rel_residual
 
 __all__ = [
@@ -74,8 +83,7 @@ def ksvd(
         raise ValueError(
             f"s must satisfy 1 <= s <= min(N, M) = {min(n, m)} for K of shape {K.shape}, got s = {s}"
         )
-    if method not in ("auto", "dense", "truncated"):
-        raise ValueError(f"method must be 'auto', 'dense' or 'truncated', got {method!r}")
+    choice(method, "method", ("auto", "dense", "truncated"))
     if method == "auto":
         method = "dense" if (min(n, m) <= DENSE_MAX or s >= min(n, m) - 1) else "truncated"
     if method == "truncated":
@@ -134,6 +142,7 @@ def primal_weights_backward(
     W_e = Φ_kᵀ H_r ⇒ dΦ_k = H_r dW_eᵀ, dH_r = Φ_k dW_e;
     W_r = Φ_qᵀ H_e ⇒ dΦ_q = H_e dW_rᵀ, dH_e = Φ_q dW_r.
     """
+    cache_of(cache, PrimalWeightsCache, "primal_weights")
     phi_q, phi_k, H_e, H_r, dt = cache
     if not isinstance(dW, (tuple, list)) or len(dW) != 2:
         raise TypeError(f"dW must be a pair (dW_e, dW_r), got {type(dW).__name__}")
@@ -183,6 +192,8 @@ def _check_dual(phi_q, phi_k, H_e, H_r):
             f"H_e must be (N, s) and H_r (M, s) for phi_q (N, p) = {phi_q.shape} and phi_k "
             f"(M, p) = {phi_k.shape}; got H_e {H_e.shape}, H_r {H_r.shape}"
         )
+    for arr, name in ((phi_q, "phi_q"), (phi_k, "phi_k"), (H_e, "H_e"), (H_r, "H_r")):
+        check_finite(arr, name)
     return phi_q, phi_k, H_e, H_r
 
 
@@ -203,6 +214,8 @@ def _check_primal(phi_q, phi_k, W_e, W_r, lam):
         raise ValueError(
             f"lam (the diagonal of Λ) must have shape ({W_e.shape[1]},), got {lam.shape}"
         )
+    for arr, name in ((phi_q, "phi_q"), (phi_k, "phi_k"), (W_e, "W_e"), (W_r, "W_r"), (lam, "lam")):
+        check_finite(arr, name)
     return phi_q, phi_k, W_e, W_r, lam
 
 
@@ -242,9 +255,13 @@ def kkt_residuals(
     against the H of ``ksvd`` gives residual 1 in (1) and (2) although J = 0.
     """
     phi_q, phi_k, W_e, W_r, lam = _check_primal(phi_q, phi_k, W_e, W_r, lam)
-    _check_dual(phi_q, phi_k, H_e, H_r)
-    E = phi_q @ W_e if E is None else E
-    R = phi_k @ W_r if R is None else R
+    _, _, H_e, H_r = _check_dual(phi_q, phi_k, H_e, H_r)
+    if H_e.shape[1] != W_e.shape[1]:
+        raise ValueError(
+            f"H_e, H_r have s = {H_e.shape[1]} columns but W_e, W_r have s = {W_e.shape[1]}"
+        )
+    E = phi_q @ W_e if E is None else _scores(E, "E", (phi_q.shape[0], W_e.shape[1]), "(N, s)")
+    R = phi_k @ W_r if R is None else _scores(R, "R", (phi_k.shape[0], W_r.shape[1]), "(M, s)")
     return KKTResiduals(
         w_r=rel_residual(W_r, phi_q.T @ H_e),
         w_e=rel_residual(W_e, phi_k.T @ H_r),
@@ -255,12 +272,35 @@ def kkt_residuals(
     )
 
 
+def _scores(a: object, name: str, shape: tuple[int, int], what: str) -> np.ndarray:
+    a = float_array(a, name)
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {what} = {shape}, got {a.shape}")
+    check_finite(a, name)
+    return a
+
+
 def shifted_eigen_residual(
     K: np.ndarray, H_e: np.ndarray, H_r: np.ndarray, sigma: np.ndarray
 ) -> float:
-    """max of the relative residuals of K H_r = H_e Σ and Kᵀ H_e = H_r Σ."""
+    """max of the relative residuals of K H_r = H_e Σ and Kᵀ H_e = H_r Σ.
+
+    Shapes: K (N, M), H_e (N, s), H_r (M, s), sigma (s,).
+    """
     K = float_array(K, "K", ndim=2)
-    sig = np.asarray(sigma)
+    H_e = float_array(H_e, "H_e", ndim=2)
+    H_r = float_array(H_r, "H_r", ndim=2)
+    sig = float_array(sigma, "sigma", ndim=1)
+    n, m = K.shape
+    if H_e.shape[0] != n or H_r.shape[0] != m or H_e.shape[1] != H_r.shape[1]:
+        raise ValueError(
+            f"H_e must be (N, s) and H_r (M, s) for K (N, M) = {K.shape}; got H_e {H_e.shape}, "
+            f"H_r {H_r.shape}"
+        )
+    if sig.shape != (H_e.shape[1],):
+        raise ValueError(f"sigma has shape {sig.shape}, expected ({H_e.shape[1]},)")
+    for arr, name in ((K, "K"), (H_e, "H_e"), (H_r, "H_r"), (sig, "sigma")):
+        check_finite(arr, name)
     return max(rel_residual(K @ H_r, H_e * sig), rel_residual(K.T @ H_e, H_r * sig))
 
 
@@ -332,6 +372,7 @@ def ksvd_objective_grad(
     At a KKT point (E Λ = H_e, W_r = Φ_qᵀ H_e, …) ∂J/∂W_e = ∂J/∂W_r = 0.
     """
     phi_q, phi_k, W_e, W_r, lam = _check_primal(phi_q, phi_k, W_e, W_r, lam)
+    dJ = real_number(dJ, "dJ")
     E = phi_q @ W_e
     R = phi_k @ W_r
     dE = dJ * (E * lam)

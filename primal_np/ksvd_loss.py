@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import check_finite, float_array, real_number
+from ._checks import cache_of, check_finite, choice, float_array, real_number
 
 __all__ = [
     "KSVDConvention",
@@ -71,10 +71,7 @@ class KSVDConvention:
             "layers": ("mean", "sum"),
         }
         for field, options in allowed.items():
-            if getattr(self, field) not in options:
-                raise ValueError(
-                    f"KSVDConvention.{field} must be one of {options}, got {getattr(self, field)!r}"
-                )
+            choice(getattr(self, field), f"KSVDConvention.{field}", options)
 
 
 CONVENTIONS = {
@@ -148,13 +145,17 @@ class KSVDLossGrads(NamedTuple):
 def ksvd_terms_from_cache(cache) -> KSVDTerms:
     """The KSVD inputs of a ``primal_attention`` forward (its ``PrimalCache``, or the fast
     path's ``FastPrimalCache``): E, R, λ, W_e, W_r and W_{e|X}, W_{r|X}."""
+    from .fast.layer import FastPrimalCache
+    from .layer import PrimalCache
+
+    cache_of(cache, (PrimalCache, FastPrimalCache), "primal_attention or fast_primal_attention")
     P = cache.params
     return KSVDTerms(cache.escore, cache.rscore, P["lam"], P["we"], P["wr"], cache.we_x, cache.wr_x)
 
 
 def check_ksvd_grads(kg: object, cache) -> KSVDGrads | None:
     """``kg`` (None or one layer's ``KSVDGrads``) checked against that layer's forward cache:
-    every array present with the shape of what it is the gradient of, and finite."""
+    every array present, floating, with the shape of what it is the gradient of, and finite."""
     if kg is None:
         return None
     if not isinstance(kg, KSVDGrads):
@@ -175,7 +176,7 @@ def check_ksvd_grads(kg: object, cache) -> KSVDGrads | None:
             raise ValueError(
                 f"ksvd_grads.{name} is given but the layer has data-independent weights (no {name})"
             )
-        got = np.asarray(got)
+        got = float_array(got, f"ksvd_grads.{name}")
         if got.shape != np.shape(ref):
             raise ValueError(
                 f"ksvd_grads.{name} has shape {got.shape}, expected {np.shape(ref)} (the layer's {name})"
@@ -261,10 +262,13 @@ def ksvd_loss(
     Returns (loss, cache); ``cache.per_layer`` holds each layer's L_l.
     """
     conv = get_convention(convention, trace_no_x=trace_no_x)
-    if isinstance(layers, KSVDTerms) or not isinstance(layers, Sequence):
-        raise TypeError("layers must be a list of KSVDTerms, one per primal layer, e.g. [terms]")
+    if isinstance(layers, (KSVDTerms, str)) or not isinstance(layers, Sequence):
+        raise TypeError(
+            "layers must be a list of KSVDTerms, one per primal layer, e.g. [terms]; got "
+            f"{type(layers).__name__}"
+        )
     if len(layers) == 0:
-        raise ValueError("ksvd_loss needs at least one layer's terms")
+        raise ValueError(f"layers must hold at least one layer's terms, got {layers!r}")
     caches, per_layer = [], []
     for i, t in enumerate(layers):
         t = _check_terms(t, i)
@@ -299,6 +303,7 @@ def ksvd_loss_backward(dloss: float, cache: KSVDLossCache) -> KSVDLossGrads:
 
     we_x/wr_x entries are None when the trace is on the parameters.
     """
+    cache_of(cache, KSVDLossCache, "ksvd_loss")
     conv = cache.convention
     dloss = real_number(dloss, "dloss")
     nl = len(cache.layers)

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._checks import bool_mask, check_finite, float_array, result_dtype
+from ._checks import bool_mask, cache_of, check_finite, float_array, result_dtype
 from .feature_maps import get_feature_map
 from .head import HeadOutputCache, head_output, head_output_backward
 from .ksvd_loss import KSVDGrads, check_ksvd_grads
@@ -173,7 +173,7 @@ def check_layer_input(
             raise ValueError(
                 f"a padding mask applies to the lra variant only (variant {config.variant!r})"
             )
-        mask = bool_mask(mask, "mask")
+        mask = bool_mask(mask, "mask", "True = real token")
         if mask.shape != x.shape[:2]:
             raise ValueError(
                 f"mask has shape {mask.shape}, expected (B, N) = {x.shape[:2]} (True = real token)"
@@ -208,12 +208,16 @@ def primal_attention(
 
     Returns (y (B, N, D), cache); ``cache.escore``, ``cache.rscore`` are E, R (B, H, N, s).
     Computes in the promoted dtype of x and the parameters (float32 stays float32).
+
+    The cache holds references to (not copies of) x and the parameters: modifying them in
+    place between this forward and its backward changes the gradient the backward returns.
+    Copy first (``x.copy()``, ``{k: v.copy() for k, v in params.items()}``) if you edit them.
     """
     x, mask = check_layer_input(x, mask, config)
-    check_params(params, config)
+    params = check_params(params, config)
     dt = result_dtype(x, *params.values())
     x = x.astype(dt, copy=False)
-    P = {k: np.asarray(v).astype(dt, copy=False) for k, v in params.items()}
+    P = {k: v.astype(dt, copy=False) for k, v in params.items()}
     H = config.num_heads
     fm = get_feature_map(config.feature_map)
     w_q, b_q, w_k, b_k = _qk_weights(P, config)
@@ -268,6 +272,7 @@ def primal_attention_backward(
 
     Returns ``PrimalAttentionGrads(x, params)``, in the dtype of the forward.
     """
+    cache_of(cache, PrimalCache, "primal_attention")
     cfg, P = cache.config, cache.params
     kg = check_ksvd_grads(ksvd_grads, cache)
     fm = get_feature_map(cfg.feature_map)

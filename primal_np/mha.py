@@ -14,7 +14,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import bool_mask, float_array, float_dtype, positive_int
+from ._checks import (
+    bool_mask,
+    boolean,
+    cache_of,
+    check_finite,
+    float_array,
+    float_dtype,
+    param_dict,
+    positive_int,
+)
+from ._checks import seed as _seed
 from .dual import DualCache, _dual_attention_backward, dual_attention
 from .init import torch_linear_init
 from .primitives import LinearCache, linear, linear_backward, merge_heads, split_heads
@@ -49,7 +59,7 @@ def init_mha_params(
     """PyTorch-default initialisation (uniform ±1/sqrt(fan_in)) of the four D→D linears."""
     dim = positive_int(dim, "dim")
     dtype = float_dtype(dtype, "dtype")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_seed(seed, "seed"))
     params: dict[str, np.ndarray] = {}
     for t in "qkvo":
         w, b = torch_linear_init(rng, dim, dim, dtype=dtype)
@@ -58,16 +68,11 @@ def init_mha_params(
     return params
 
 
-def _check_params(params: dict[str, np.ndarray], dim: int) -> None:
-    missing = [n for n in MHA_PARAM_NAMES if n not in params]
-    if missing:
-        raise KeyError(f"MHA parameters missing {missing}; expected {list(MHA_PARAM_NAMES)}")
-    for t in "qkvo":
-        w, b = np.shape(params[f"W_{t}"]), np.shape(params[f"b_{t}"])
-        if w != (dim, dim) or b != (dim,):
-            raise ValueError(
-                f"W_{t} has shape {w} and b_{t} shape {b}; expected ({dim}, {dim}) and ({dim},)"
-            )
+def _check_params(params: object, dim: int) -> dict[str, np.ndarray]:
+    """The eight parameters: weights (D, D), biases (D,), floating and finite (KeyError for
+    missing or unexpected names)."""
+    shapes = {n: (dim, dim) if n.startswith("W") else (dim,) for n in MHA_PARAM_NAMES}
+    return param_dict(params, shapes, "MHA layer")
 
 
 def mha_attention(
@@ -93,16 +98,33 @@ def mha_attention(
         causal: key j visible to query i iff j ≤ i.
 
     Returns (y (..., N, D), cache).
+
+    The cache holds references to (not copies of) x and the parameters: modifying them in
+    place between this forward and its backward changes the gradient the backward returns.
+    Copy first (``x.copy()``, ``{k: v.copy() for k, v in params.items()}``) if you edit them.
     """
     x = float_array(x, "x", min_ndim=2)
+    check_finite(x, "x")
     num_heads = positive_int(num_heads, "num_heads")
+    boolean(causal, "causal")
     n, d = x.shape[-2:]
     if d % num_heads:
         raise ValueError(f"dim {d} (x shape {x.shape}) is not divisible by num_heads={num_heads}")
-    _check_params(params, d)
-    mask = None if attn_mask is None else bool_mask(attn_mask, "attn_mask")
+    params = _check_params(params, d)
+    mask = None
+    if attn_mask is not None:
+        mask = bool_mask(attn_mask, "attn_mask")
+        target = (*x.shape[:-2], num_heads, n, n)
+        try:
+            full = np.broadcast_shapes(mask.shape, target)
+        except ValueError:
+            full = None
+        if full != target:
+            raise ValueError(
+                f"attn_mask has shape {mask.shape}; it must broadcast to (..., H, N, N) = {target}"
+            )
     if padding_mask is not None:
-        pm = bool_mask(padding_mask, "padding_mask")
+        pm = bool_mask(padding_mask, "padding_mask", "True = real token")
         if pm.shape != x.shape[:-1]:
             raise ValueError(
                 f"padding_mask has shape {pm.shape}, expected (..., N) = {x.shape[:-1]} "
@@ -125,6 +147,7 @@ def mha_attention_backward(dy: np.ndarray, cache: MHACache) -> MHAGrads:
     Reverse of the forward: output projection → merge heads → attention → the fused
     [Q | K | V] projection.
     """
+    cache_of(cache, MHACache, "mha_attention")
     h = cache.num_heads
     g_o = linear_backward(dy, cache.lin_o)
     # dQ, dK, dV are written straight into the heads of one d[Q | K | V] (..., N, 3, H, p)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import real_number
+from ._checks import real_number, upstream
 from .ksvd_loss import KSVDConvention, ksvd_loss, ksvd_loss_backward, ksvd_terms_from_cache
 from .layer import primal_attention, primal_attention_backward
 from .params import PrimalAttentionConfig
@@ -48,8 +48,9 @@ def layer_objective(
     """
     eta = real_number(eta, "eta", minimum=0.0)
     y, cache = primal_attention(x, params, config, mask=mask)
+    cot = upstream(cotangent, "cotangent", y.shape, y.dtype)
     loss, lcache = ksvd_loss([ksvd_terms_from_cache(cache)], convention, trace_no_x=trace_no_x)
     (kg,) = ksvd_loss_backward(eta, lcache).layers
-    g = primal_attention_backward(cotangent, cache, ksvd_grads=kg)
-    value = float(np.sum(cotangent * y)) + eta * loss
+    g = primal_attention_backward(cot, cache, ksvd_grads=kg)
+    value = float(np.sum(np.asarray(cotangent) * y)) + eta * loss
     return LayerObjective(y, cache.escore.copy(), cache.rscore.copy(), loss, value, g.x, g.params)

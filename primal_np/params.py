@@ -18,13 +18,25 @@ data-independent weights the second axis of we, wr is p.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import check_finite, float_dtype, positive_int
-from .feature_maps import get_feature_map
+from ._checks import (
+    boolean,
+    check_finite,
+    choice,
+    float_array,
+    float_dtype,
+    mapping,
+    param_dict,
+    path_arg,
+    positive_int,
+)
+from ._checks import seed as _seed
+from .feature_maps import feature_map_named, get_feature_map
 from .init import orthogonal, torch_linear_init, trunc_normal, uniform_lambda
 from .sampling import check_indices
 
@@ -122,9 +134,8 @@ class PrimalAttentionConfig:
         positive_int(self.num_heads, "num_heads")
         positive_int(self.low_rank, "low_rank")
         positive_int(self.rank_multi, "rank_multi")
-        positive_int(self.feature_seed, "feature_seed", minimum=0)
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        _seed(self.feature_seed, "feature_seed")
+        choice(self.variant, "variant", VARIANTS)
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.data_dependent is None:
@@ -134,13 +145,13 @@ class PrimalAttentionConfig:
                 f"data_dependent must be True, False or None, got {self.data_dependent!r}"
             )
         for flag in ("qk_bias", "rscores"):
-            if not isinstance(getattr(self, flag), (bool, np.bool_)):
-                raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+            boolean(getattr(self, flag), flag)
         if self.num_tokens is not None:
             positive_int(self.num_tokens, "num_tokens")
         if not (callable(self.sampler) or self.sampler in SAMPLERS):
-            raise ValueError(
-                f"sampler must be one of {SAMPLERS} or a function of N, got {self.sampler!r}"
+            kind = "" if isinstance(self.sampler, str) else f"{type(self.sampler).__name__} "
+            raise (ValueError if isinstance(self.sampler, str) else TypeError)(
+                f"sampler must be one of {SAMPLERS} or a function of N, got {kind}{self.sampler!r}"
             )
         if self.variant == "causal" and self.data_dependent:
             raise ValueError(
@@ -149,7 +160,7 @@ class PrimalAttentionConfig:
             )
         if self.qk_bias and self.variant != "vision":
             raise ValueError("qk_bias applies to the vision variant only")
-        get_feature_map(self.feature_map)  # a registered name, else a ValueError listing them
+        feature_map_named(self.feature_map, "feature_map")  # else an error listing them
         p_phi = self.feature_dim
         if self.data_dependent and p_phi != self.head_dim:
             raise ValueError(
@@ -240,6 +251,16 @@ def param_shapes(config: PrimalAttentionConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _check_config(config: object) -> None:
+    if not isinstance(config, PrimalAttentionConfig):
+        raise TypeError(f"config must be a PrimalAttentionConfig, got {type(config).__name__}")
+
+
+def _check_prefix(prefix: object) -> None:
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string, got {type(prefix).__name__} {prefix!r}")
+
+
 def init_primal_attention_params(
     config: PrimalAttentionConfig,
     *,
@@ -254,12 +275,13 @@ def init_primal_attention_params(
     for weights and biases) or ``"trunc_normal"`` (std 0.02, zero bias; the vision code's
     re-initialisation). Default: "trunc_normal" for vision, "torch" otherwise.
     """
+    _check_config(config)
     dtype = float_dtype(dtype, "dtype")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_seed(seed, "seed"))
     shapes = param_shapes(config)
+    if linear_init is not None:
+        choice(linear_init, "linear_init", ("torch", "trunc_normal"))
     mode = linear_init or ("trunc_normal" if config.variant == "vision" else "torch")
-    if mode not in ("torch", "trunc_normal"):
-        raise ValueError(f"linear_init must be 'torch' or 'trunc_normal', got {mode!r}")
 
     def lin(w: str, b: str | None) -> None:
         out_f, in_f = shapes[w]
@@ -290,9 +312,10 @@ def to_state_dict(
     params: Mapping[str, np.ndarray], config: PrimalAttentionConfig, prefix: str = ""
 ) -> dict[str, np.ndarray]:
     """Internal names → the authors' state-dict names (plain arrays, their layouts)."""
+    _check_config(config)
+    _check_prefix(prefix)
     names = _AUTHOR_NAMES[config.variant]
-    check_params(params, config)
-    return {prefix + names[k]: np.asarray(v) for k, v in params.items()}
+    return {prefix + names[k]: v for k, v in check_params(params, config).items()}
 
 
 def from_state_dict(
@@ -300,9 +323,13 @@ def from_state_dict(
 ) -> dict[str, np.ndarray]:
     """The authors' state dict (arrays, or anything ``np.asarray`` accepts) → internal params.
 
-    Every expected key must be present with its exact shape, and no other key under
-    ``prefix`` may appear; errors name the key and both shapes.
+    Every expected key must be present (else a ``KeyError`` listing the missing ones) with
+    its exact shape, and no other key under ``prefix`` may appear (a ``KeyError`` listing
+    them); errors name the key and both shapes. Each entry must be floating and finite.
     """
+    mapping(state, "state", "name → array")
+    _check_config(config)
+    _check_prefix(prefix)
     names = _AUTHOR_NAMES[config.variant]
     shapes = param_shapes(config)
     expected = {prefix + names[k]: k for k in shapes}
@@ -315,51 +342,58 @@ def from_state_dict(
         raise KeyError(f"state dict has unexpected entries {extra} for the {config.variant} layer")
     params = {}
     for key, internal in expected.items():
-        arr = np.asarray(state[key])
+        arr = float_array(state[key], f"state dict entry {key!r}")
         if arr.shape != shapes[internal]:
             raise ValueError(
                 f"state dict entry {key!r} has shape {arr.shape}, expected {shapes[internal]}"
             )
-        if arr.dtype.kind != "f":
-            raise TypeError(f"state dict entry {key!r} must be floating, got dtype {arr.dtype}")
         check_finite(arr, f"state dict entry {key!r}")
         params[internal] = arr
     return params
 
 
-def check_params(params: Mapping[str, np.ndarray], config: PrimalAttentionConfig) -> None:
-    """Raise KeyError / ValueError naming the parameter if ``params`` does not fit ``config``."""
-    shapes = param_shapes(config)
-    missing = sorted(set(shapes) - set(params))
-    extra = sorted(set(params) - set(shapes))
-    if missing or extra:
-        raise KeyError(
-            f"parameters do not fit the {config.variant} layer: missing {missing}, unexpected {extra}"
-        )
-    for k, shape in shapes.items():
-        arr = np.asarray(params[k])
-        if arr.dtype.kind != "f":
-            raise TypeError(
-                f"parameter {k!r} must be floating (float16/32/64), got dtype {arr.dtype}"
-            )
-        if arr.shape != shape:
-            raise ValueError(
-                f"parameter {k!r} has shape {arr.shape}, expected {shape} for {config}"
-            )
-        check_finite(arr, f"parameter {k!r}")
+def check_params(
+    params: Mapping[str, np.ndarray], config: PrimalAttentionConfig
+) -> dict[str, np.ndarray]:
+    """``params`` as arrays if they fit ``config``: a ``KeyError`` listing missing and
+    unexpected names, a ``TypeError`` for a non-mapping or a non-floating parameter, a
+    ``ValueError`` for a wrong shape or a non-finite value, each naming the parameter."""
+    return param_dict(
+        params, param_shapes(config), f"{config.variant} layer", detail=f" for {config}"
+    )
 
 
 def save_state_dict(
     path, params: Mapping[str, np.ndarray], config: PrimalAttentionConfig, prefix: str = ""
 ) -> None:
-    """Write the parameters under the authors' names to an ``.npz`` (no pickling)."""
+    """Write the parameters under the authors' names to an ``.npz`` (no pickling).
+
+    ``path``: a file path or a binary file object. A path whose directory does not exist
+    or cannot be written raises the operating system's ``OSError``.
+    """
+    path_arg(path, "path", mode="w")
     np.savez(path, **to_state_dict(params, config, prefix))  # type: ignore[arg-type]  # stubs
 
 
 def load_state_dict(path, config: PrimalAttentionConfig, prefix: str = "") -> dict[str, np.ndarray]:
     """Read an ``.npz`` of the authors' names (e.g. saved from ``module.state_dict()`` as
     ``np.savez(path, **{k: v.numpy() for k, v in sd.items()})``) into internal params.
-    Never unpickles; entries outside ``prefix`` are ignored."""
-    with np.load(path, allow_pickle=False) as data:
-        state = {k: data[k] for k in data.files if k.startswith(prefix)}
+    Never unpickles; entries outside ``prefix`` are ignored.
+
+    A missing file raises ``FileNotFoundError``; a file that is not a readable ``.npz`` of
+    plain arrays (text, truncated, pickled objects) a ``ValueError`` naming it."""
+    path_arg(path, "path", mode="r")
+    _check_config(config)
+    _check_prefix(prefix)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, expected an .npz of named arrays")
+            state = {k: data[k] for k in data.files if k.startswith(prefix)}
+    except FileNotFoundError:
+        raise
+    except ValueError as exc:  # "... pickled data ..." / "Object arrays cannot be loaded ..."
+        raise ValueError(f"path {path}: not a readable .npz file of plain arrays ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"path {path}: not a readable .npz file ({exc})") from None
     return from_state_dict(state, config, prefix)

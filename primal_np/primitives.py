@@ -22,7 +22,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import bool_mask, check_finite, float_array, result_dtype, upstream
+from ._checks import (
+    bool_mask,
+    cache_of,
+    check_finite,
+    float_array,
+    positive_int,
+    result_dtype,
+    upstream,
+)
 
 __all__ = [
     "LinearCache",
@@ -103,6 +111,7 @@ def linear_backward(dy: np.ndarray, cache: LinearCache) -> LinearGrads:
 
     Returns ``LinearGrads(x, weight, bias)``; ``bias`` is None when the forward had none.
     """
+    cache_of(cache, LinearCache, "linear")
     x, w, has_bias, dt = cache
     dy = upstream(dy, "dy", (*x.shape[:-1], w.shape[0]), dt)
     dx = np.matmul(dy, w, dtype=dt)
@@ -161,25 +170,32 @@ def softmax(s: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, 
     Shapes: s (..., M); mask boolean broadcastable to s.shape, True = visible.
     Masked entries get p = 0; a row with no visible entry gives all zeros (not NaN).
     """
-    s = float_array(s, "s", min_ndim=1)
-    check_finite(s, "s")
-    visible = None
-    if mask is not None:
-        visible = bool_mask(mask, "mask")
-        try:
-            np.broadcast_shapes(visible.shape, s.shape)
-        except ValueError:
-            raise ValueError(
-                f"mask of shape {visible.shape} does not broadcast to s of shape {s.shape}"
-            ) from None
-        if np.broadcast_shapes(visible.shape, s.shape) != s.shape:
-            raise ValueError(
-                f"mask of shape {visible.shape} would enlarge s of shape {s.shape}; it must "
-                "broadcast to s.shape"
-            )
+    s, visible = _logits_and_mask(s, mask)
     work = s.astype(result_dtype(s), copy=True)
     p, _ = _softmax_lse_inplace(work, visible)
     return p, SoftmaxCache(p.copy())
+
+
+def _logits_and_mask(s: object, mask: object) -> tuple[np.ndarray, np.ndarray | None]:
+    """The logits of ``softmax`` / ``logsumexp`` (floating, at least 1-d, finite) and their
+    mask (None, or boolean broadcasting to s.shape without enlarging it)."""
+    s = float_array(s, "s", min_ndim=1)
+    check_finite(s, "s")
+    if mask is None:
+        return s, None
+    visible = bool_mask(mask, "mask")
+    try:
+        full = np.broadcast_shapes(visible.shape, s.shape)
+    except ValueError:
+        raise ValueError(
+            f"mask of shape {visible.shape} does not broadcast to s of shape {s.shape}"
+        ) from None
+    if full != s.shape:
+        raise ValueError(
+            f"mask of shape {visible.shape} would enlarge s of shape {s.shape}; it must "
+            "broadcast to s.shape"
+        )
+    return s, visible
 
 
 def softmax_backward(dp: np.ndarray, cache: SoftmaxCache) -> SoftmaxGrads:
@@ -189,6 +205,7 @@ def softmax_backward(dp: np.ndarray, cache: SoftmaxCache) -> SoftmaxGrads:
 
     Masked entries and fully masked rows (p = 0) get ds = 0. Returns ``SoftmaxGrads(s)``.
     """
+    cache_of(cache, SoftmaxCache, "softmax")
     p = cache.p
     dp = upstream(dp, "dp", p.shape, p.dtype)
     return SoftmaxGrads(p * (dp - np.sum(dp * p, axis=-1, keepdims=True)))
@@ -196,9 +213,7 @@ def softmax_backward(dp: np.ndarray, cache: SoftmaxCache) -> SoftmaxGrads:
 
 def logsumexp(s: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Natural-log ``log Σ_{j visible} exp(s_ij)`` along the last axis; -inf on empty rows."""
-    s = float_array(s, "s", min_ndim=1)
-    check_finite(s, "s")
-    visible = None if mask is None else bool_mask(mask, "mask")
+    s, visible = _logits_and_mask(s, mask)
     work = s.astype(result_dtype(s), copy=True)
     _, lse = _softmax_lse_inplace(work, visible)
     return lse
@@ -219,13 +234,14 @@ class HeadsGrads(NamedTuple):
 
 def split_heads(x: np.ndarray, num_heads: int) -> tuple[np.ndarray, SplitHeadsCache]:
     """(..., N, H·p) → (..., H, N, p): head h takes channels [h·p, (h+1)·p)."""
-    x = np.asarray(x)
+    x = float_array(x, "x")
     if x.ndim < 2:
         raise ValueError(f"x must have shape (..., N, H*p), got shape {x.shape}")
+    num_heads = positive_int(num_heads, "num_heads")
     d = x.shape[-1]
-    if num_heads < 1 or d % num_heads:
+    if d % num_heads:
         raise ValueError(
-            f"the last axis of x ({d}, shape {x.shape}) is not divisible by num_heads={num_heads}"
+            f"num_heads = {num_heads} does not divide the last axis of x ({d}, shape {x.shape})"
         )
     p = d // num_heads
     y = x.reshape(*x.shape[:-1], num_heads, p)
@@ -234,6 +250,7 @@ def split_heads(x: np.ndarray, num_heads: int) -> tuple[np.ndarray, SplitHeadsCa
 
 def split_heads_backward(dy: np.ndarray, cache: SplitHeadsCache) -> HeadsGrads:
     """VJP of ``split_heads`` is ``merge_heads``: dx = merge_heads(dy)."""
+    cache_of(cache, SplitHeadsCache, "split_heads")
     *lead, n, d = cache.shape
     h = cache.num_heads
     dy = upstream(dy, "dy", (*lead, h, n, d // h), cache.dtype)
@@ -242,7 +259,7 @@ def split_heads_backward(dy: np.ndarray, cache: SplitHeadsCache) -> HeadsGrads:
 
 def merge_heads(x: np.ndarray) -> tuple[np.ndarray, SplitHeadsCache]:
     """(..., H, N, p) → (..., N, H·p), the inverse of ``split_heads``."""
-    x = np.asarray(x)
+    x = float_array(x, "x")
     if x.ndim < 3:
         raise ValueError(f"x must have shape (..., H, N, p), got shape {x.shape}")
     h, n, p = x.shape[-3:]
@@ -252,6 +269,7 @@ def merge_heads(x: np.ndarray) -> tuple[np.ndarray, SplitHeadsCache]:
 
 def merge_heads_backward(dy: np.ndarray, cache: SplitHeadsCache) -> HeadsGrads:
     """VJP of ``merge_heads`` is ``split_heads``: dx = split_heads(dy)."""
+    cache_of(cache, SplitHeadsCache, "merge_heads")
     *lead, h, n, p = cache.shape
     dy = upstream(dy, "dy", (*lead, n, h * p), cache.dtype)
     return HeadsGrads(np.swapaxes(dy.reshape(*lead, n, h, p), -3, -2))
@@ -274,7 +292,7 @@ def mask_rows(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, MaskRowsCach
     (e.g. (B, 1, N) for x (B, H, N, p)), True = real token → y (..., N, d).
     """
     x = float_array(x, "x", min_ndim=2)
-    mask = bool_mask(mask, "mask")
+    mask = bool_mask(mask, "mask", "True = real token")
     try:
         full = np.broadcast_shapes(mask.shape, x.shape[:-1])
     except ValueError:
@@ -291,6 +309,7 @@ def mask_rows(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, MaskRowsCach
 
 def mask_rows_backward(dy: np.ndarray, cache: MaskRowsCache) -> MaskRowsGrads:
     """VJP of ``mask_rows``: forward was y_n = m_n x_n, so dx_n = m_n dy_n."""
+    cache_of(cache, MaskRowsCache, "mask_rows")
     dy = upstream(dy, "dy", cache.shape, cache.keep.dtype)
     return MaskRowsGrads(dy * cache.keep)
 
@@ -328,6 +347,7 @@ def running_mean_backward(dy: np.ndarray, cache: RunningMeanCache) -> RunningMea
 
     dx_t = Σ_{i≥t} dx̃_i / i      (a reverse cumulative sum).
     """
+    cache_of(cache, RunningMeanCache, "running_mean")
     axis, counts, shape = cache
     dy = upstream(dy, "dy", shape, counts.dtype)
     scaled = dy / counts

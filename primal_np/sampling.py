@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import check_finite, float_array, positive_int, upstream
+from ._checks import cache_of, check_finite, float_array, positive_int, upstream
 
 __all__ = [
     "torch_linspace_indices",
@@ -126,6 +126,7 @@ def sampled_rows_backward(dF: np.ndarray, cache: SampledRowsCache) -> SampledRow
     sampled rows, where dF (heads merged back into channels) is scatter-added; a position
     sampled twice receives the sum of both rows' gradients.
     """
+    cache_of(cache, SampledRowsCache, "sampled_rows")
     idx, shape, dt = cache
     *lead, n_tok, d = shape
     dF = np.asarray(dF)

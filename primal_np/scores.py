@@ -15,6 +15,7 @@ import numpy as np
 
 from ._checks import (
     broadcast_batch,
+    cache_of,
     check_finite,
     float_array,
     result_dtype,
@@ -75,8 +76,10 @@ def primal_scores(
             "primal_scores needs phi_q (..., N, p), phi_k (..., M, p), W_e and W_r (..., p, s); got "
             f"phi_q {phi_q.shape}, phi_k {phi_k.shape}, W_e {W_e.shape}, W_r {W_r.shape}"
         )
-    broadcast_batch([phi_q.shape[:-2], W_e.shape[:-2]], ["phi_q", "W_e"])
-    broadcast_batch([phi_k.shape[:-2], W_r.shape[:-2]], ["phi_k", "W_r"])
+    broadcast_batch(
+        [phi_q.shape[:-2], phi_k.shape[:-2], W_e.shape[:-2], W_r.shape[:-2]],
+        ["phi_q", "phi_k", "W_e", "W_r"],
+    )
     for arr, name in ((phi_q, "phi_q"), (phi_k, "phi_k"), (W_e, "W_e"), (W_r, "W_r")):
         check_finite(arr, name)
     dt = result_dtype(phi_q, phi_k, W_e, W_r)
@@ -93,6 +96,7 @@ def primal_scores_backward(
     E = Φ_q W_e ⇒ dΦ_q = dE W_eᵀ, dW_e = Φ_qᵀ dE; likewise for R. Gradients of broadcast
     leading axes are summed back.
     """
+    cache_of(cache, PrimalScoresCache, "primal_scores")
     phi_q, phi_k, W_e, W_r, dt, e_shape, r_shape = cache
     dE, dR = _pair(dscores, "dscores")
     dE = upstream(dE, "dscores[0] (dE)", e_shape, dt)
@@ -147,6 +151,7 @@ def dual_scores(
             f"dual_scores needs K (..., N, M), H_e (..., N, s), H_r (..., M, s); got K {K.shape}, "
             f"H_e {H_e.shape}, H_r {H_r.shape}"
         )
+    broadcast_batch([K.shape[:-2], H_e.shape[:-2], H_r.shape[:-2]], ["K", "H_e", "H_r"])
     for arr, name in ((K, "K"), (H_e, "H_e"), (H_r, "H_r")):
         check_finite(arr, name)
     dt = result_dtype(K, H_e, H_r)
@@ -162,6 +167,7 @@ def dual_scores_backward(
 
     E = K H_r, R = Kᵀ H_e ⇒ dK = dE H_rᵀ + H_e dRᵀ, dH_r = Kᵀ dE, dH_e = K dR.
     """
+    cache_of(cache, DualScoresCache, "dual_scores")
     K, H_e, H_r, dt, e_shape, r_shape = cache
     dE, dR = _pair(dscores, "dscores")
     dE = upstream(dE, "dscores[0] (dE)", e_shape, dt)

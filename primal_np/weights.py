@@ -16,6 +16,7 @@ import numpy as np
 
 from ._checks import (
     broadcast_batch,
+    cache_of,
     check_finite,
     float_array,
     result_dtype,
@@ -69,6 +70,7 @@ def data_dependent_weights_backward(dW_X: np.ndarray, cache: DataWeightsCache) -
     dF = W dW_Xᵀ,   dW = F dW_X      (summed over the leading axes W was broadcast along,
                                        e.g. the batch: dW_e = Σ_b F_b dW_{e|X_b}).
     """
+    cache_of(cache, DataWeightsCache, "data_dependent_weights")
     F, W, dt, shape = cache
     dW_X = upstream(dW_X, "dW_X", shape, dt)
     dF = np.matmul(W, np.swapaxes(dW_X, -1, -2), dtype=dt)

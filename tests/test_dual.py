@@ -296,7 +296,7 @@ def test_mha_bad_input(rng):
             rng.standard_normal((2, 3, 6)), params, num_heads=2, padding_mask=np.ones((2, 4), bool)
         )
     bad = dict(params, W_k=np.zeros((6, 5)))
-    with pytest.raises(ValueError, match=r"W_k has shape \(6, 5\)"):
+    with pytest.raises(ValueError, match=r"parameter 'W_k' has shape \(6, 5\)"):
         mha_attention(rng.standard_normal((2, 3, 6)), bad, num_heads=2)
     with pytest.raises(KeyError, match="missing"):
         mha_attention(rng.standard_normal((2, 3, 6)), {"W_q": params["W_q"]}, num_heads=2)

@@ -93,7 +93,9 @@ def test_width_changing_maps_need_data_independent_weights():
     cfg = PrimalAttentionConfig(dim=4, num_heads=2, low_rank=3, feature_map="poly2",
                                 data_dependent=False)  # fmt: skip
     assert cfg.feature_dim == 6 and init_primal_attention_params(cfg)["we"].shape == (2, 6, 3)
-    with pytest.raises(ValueError, match="unknown feature map 'nope'"):
+    with pytest.raises(
+        ValueError, match="feature_map must be one of the registered feature maps .*, got 'nope'"
+    ):
         PrimalAttentionConfig(dim=4, num_heads=2, low_rank=1, feature_map="nope")
 
 

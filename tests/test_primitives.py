@@ -126,7 +126,7 @@ def test_bad_input_messages(rng):
         softmax(rng.standard_normal((2, 3)), np.ones(4, bool))
     with pytest.raises(ValueError, match="s must be finite, got nan"):
         softmax(np.array([[0.0, np.nan]]))
-    with pytest.raises(ValueError, match="not divisible by num_heads=4"):
+    with pytest.raises(ValueError, match="num_heads = 4 does not divide the last axis of x"):
         split_heads(rng.standard_normal((2, 6)), 4)
 
 

@@ -87,7 +87,9 @@ def test_non_finite_parameters_and_upstream_gradients_are_named(bad):
 def test_integer_parameters_and_wrong_shaped_upstream_gradients_are_refused():
     cfg, P = _layer()
     x = np.random.default_rng(0).standard_normal((1, 5, 4))
-    with pytest.raises(TypeError, match=r"parameter 'bo' must be floating .* got dtype int64"):
+    with pytest.raises(
+        TypeError, match=r"parameter 'bo' must be a floating-point array .* got dtype int64"
+    ):
         pn.primal_attention(x, dict(P, bo=np.zeros(4, dtype=np.int64)), cfg)
     y, cache = pn.primal_attention(x, P, cfg)
     with pytest.raises(ValueError, match=r"dy has shape \(1, 4\), expected the output shape"):

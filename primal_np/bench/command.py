@@ -19,13 +19,41 @@ from .report import format_table, summarize
 
 
 # --------------------------------------------------------------------------- command line
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1 (a size, a count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
 def _sizes(text: str) -> tuple[int, ...]:
-    return tuple(int(t) for t in text.split(",") if t)
+    parts = text.split(",")
+    if not text.strip() or any(not p.strip() for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"must be sequence lengths N,N,... (each an integer >= 1), got {text!r}"
+        )
+    try:
+        return tuple(_positive(p.strip()) for p in parts)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be sequence lengths N,N,... (each an integer >= 1), got {text!r}"
+        ) from None
 
 
 def _shape(text: str) -> tuple[int, int]:
-    b, n = text.lower().split("x")
-    return int(b), int(n)
+    parts = text.lower().split("x")
+    try:
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError("")
+        return _positive(parts[0]), _positive(parts[1])
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be BxN with B, N integers >= 1 (e.g. 4x4096), got {text!r}"
+        ) from None
 
 
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
@@ -56,10 +84,10 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         help="shape of the torch comparison (default 4x4096)",
     )
     p.add_argument("--no-large", action="store_true", help=f"skip the N={LARGE_N} primal runs")
-    p.add_argument("--repeats", type=int, metavar="R", help="timed runs per measurement")
+    p.add_argument("--repeats", type=_positive, metavar="R", help="timed runs per measurement")
     p.add_argument(
         "--matmul-size",
-        type=int,
+        type=_positive,
         default=MATMUL_SIZE,
         metavar="M",
         help=f"side of the square np.matmul reference (default {MATMUL_SIZE})",

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._checks import result_dtype, upstream
+from .._checks import cache_of, result_dtype, upstream
 from ..feature_maps import CosineCache, _cosine_normalize, _cosine_normalize_backward
 from ..ksvd_loss import KSVDGrads, check_ksvd_grads
 from ..layer import PrimalAttentionGrads, check_layer_input, sample_indices
@@ -235,6 +235,7 @@ def fast_primal_attention_backward(
     As in the forward, Q and K (and E and R) share one token-major array, so dX and
     d[W_q; W_k] are one GEMM each, and dW_c, d[E, R] one GEMM over all (b, t, h) rows.
     """
+    cache_of(cache, FastPrimalCache, "fast_primal_attention")
     cfg, P, x, mask, idx = cache.config, cache.params, cache.x, cache.mask, cache.idx
     dt = x.dtype
     H, p, s = cfg.num_heads, cfg.head_dim, cfg.low_rank

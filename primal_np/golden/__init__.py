@@ -13,9 +13,12 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import os
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,8 @@ __all__ = [
     "export",
     "write_npz",
     "GoldenFormatError",
+    "GoldenExportError",
+    "check_export_target",
     "read_manifest",
     "load_arrays",
 ]
@@ -50,6 +55,10 @@ _CASE_MODULES = (
 
 class GoldenFormatError(ValueError):
     """A golden directory or candidate file that does not follow docs/golden-format.md."""
+
+
+class GoldenExportError(ValueError):
+    """``export`` cannot write where it was asked to; the message names the path."""
 
 
 Recompute = Callable[[dict[str, np.ndarray], np.dtype], dict[str, np.ndarray]]
@@ -123,8 +132,9 @@ def build_case(name: str) -> GoldenCase:
     return case
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an ``.npz`` byte-identically for identical arrays (sorted, fixed timestamps)."""
+def write_npz(path: Path | io.BufferedWriter, arrays: dict[str, np.ndarray]) -> None:
+    """Write an ``.npz`` (to a path or a binary file) byte-identically for identical arrays
+    (sorted, fixed timestamps)."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name in sorted(arrays):
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
@@ -139,31 +149,130 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def export(directory: str | Path, names: list[str] | None = None) -> list[GoldenCase]:
-    """Write the manifest and one ``.npz`` per case into ``directory`` (created if needed)."""
+    """Write the manifest and one ``.npz`` per case into ``directory`` (created if needed).
+
+    The directory is checked before any case is built (``check_export_target``). Into a
+    directory that already holds an export of this primal_np version, the export adds to
+    it: each case written replaces its entry in ``manifest.json`` (or is appended) and the
+    other entries are kept, so the manifest always lists exactly the cases whose files are
+    there. Every file is written to a temporary name and renamed, the manifest last.
+    """
     from .. import __version__
 
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    if names is not None:
+        _check_names(names)
+    out, kept = check_export_target(directory, names)
     cases = [build_case(n) for n in (names or case_names())]
     for case in cases:
-        write_npz(out / f"{case.name}.npz", case.arrays)
+        _write_atomic(out, f"{case.name}.npz", partial(_write_arrays, arrays=case.arrays))
+    written = {c.name: c.manifest_entry() for c in cases}
+    entries = [written.pop(e["name"], e) for e in kept] + list(written.values())
     manifest = {
         "format": FORMAT,
         "version": VERSION,
         "primal_np_version": __version__,
-        "cases": [c.manifest_entry() for c in cases],
+        "cases": entries,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+    _write_atomic(out, "manifest.json", lambda f: f.write(text.encode()))
     return cases
+
+
+def _write_arrays(f: io.BufferedWriter, arrays: dict[str, np.ndarray]) -> None:
+    write_npz(f, arrays)
+
+
+def _check_names(names: list[str]) -> None:
+    known = case_names()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown case(s) {unknown}; known: {', '.join(known)}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"case(s) {twice} named more than once")
+
+
+def check_export_target(
+    directory: str | Path, names: list[str] | None = None
+) -> tuple[Path, list[dict]]:
+    """Check, before any work, that ``directory`` can receive an export of ``names`` (None:
+    every case); returns it and the manifest entries an export there must keep.
+
+    ``GoldenExportError`` (one line naming the path) when: the path is empty, is a file or
+    lies under one; the directory cannot be created or written; it holds a ``manifest.json``
+    that cannot be read, lists a case whose file is missing, or was written by another
+    primal_np version while only some cases are exported (export every case, which starts
+    a new manifest, or use an empty directory).
+    """
+    from .. import __version__
+
+    if str(directory) == "":
+        raise GoldenExportError("DIR must be a directory path, got ''")
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise GoldenExportError(f"{d}: exists and is not a directory")
+    blocker = next((p for p in d.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise GoldenExportError(f"{d}: cannot be created: {blocker} is a file, not a directory")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=d, prefix=".golden-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise GoldenExportError(f"{d}: is not writable: {exc.strerror or exc}") from None
+    if not (d / "manifest.json").exists():
+        return d, []
+    try:
+        old = read_manifest(d)
+    except GoldenFormatError as exc:
+        raise GoldenExportError(f"{exc}; remove it or export into another directory") from None
+    if old.get("primal_np_version") != __version__:
+        if names:
+            raise GoldenExportError(
+                f"{d / 'manifest.json'}: written by primal_np {old.get('primal_np_version')}, "
+                f"this is {__version__}; export every case (without --case) or into an empty "
+                "directory"
+            )
+        return d, []  # every case is rewritten: a new manifest
+    for entry in old["cases"]:
+        if entry["name"] not in (names or case_names()) and not (d / entry["file"]).is_file():
+            raise GoldenExportError(
+                f"{d / 'manifest.json'}: lists case {entry['name']!r} whose file "
+                f"{entry['file']} is missing; remove the manifest or export into another "
+                "directory"
+            )
+    return d, old["cases"]
+
+
+def _write_atomic(d: Path, name: str, write: Callable[[io.BufferedWriter], object]) -> None:
+    """``write(file)`` into a temporary file of ``d``, then rename it to ``name``: a crash
+    leaves the previous file (or none), never a partial one."""
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, d / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_manifest(directory: str | Path) -> dict:
     """Read and validate ``DIR/manifest.json``; one-line ``GoldenFormatError`` on any problem."""
     path = Path(directory) / "manifest.json"
+    if not Path(directory).exists():
+        raise GoldenFormatError(f"{directory}: no such directory (expected a golden directory)")
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise GoldenFormatError(f"{path}: no manifest (expected a golden directory)") from None
+    except NotADirectoryError:
+        raise GoldenFormatError(
+            f"{directory}: not a directory (expected a golden directory)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GoldenFormatError(f"{path}: cannot be read ({exc})") from None
     except json.JSONDecodeError as exc:
         raise GoldenFormatError(
             f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
@@ -185,6 +294,12 @@ def read_manifest(directory: str | Path) -> dict:
         need = ("name", "file", "op", "dtype", "seed", "config", "objective")
         if not isinstance(c, dict) or any(k not in c for k in need):
             raise GoldenFormatError(f"{path}: case #{i} must be an object with keys {list(need)}")
+        if not isinstance(c["name"], str) or not c["name"]:
+            raise GoldenFormatError(f"{path}: case #{i} has name {c['name']!r}, expected a string")
+    names = [c["name"] for c in cases]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise GoldenFormatError(f"{path}: case name(s) {twice} appear more than once")
     return manifest
 
 

@@ -83,11 +83,6 @@ def load_candidate(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _select_case(manifest: dict, directory: Path, candidate: Path, case: str | None) -> dict:
-    bad = [c["name"] for c in manifest["cases"] if not isinstance(c["name"], str)]
-    if bad:
-        raise GoldenFormatError(
-            f"{directory / 'manifest.json'}: case names must be strings, got {bad}"
-        )
     entries = {c["name"]: c for c in manifest["cases"]}
     if case is None:
         case = case_for_file(candidate, list(entries))
@@ -146,6 +141,10 @@ def check_candidate(
     """
     directory, candidate = Path(directory), Path(candidate)
     manifest = read_manifest(directory)
+    if not candidate.exists():
+        raise GoldenFormatError(f"{candidate}: candidate file not found")
+    if not candidate.is_file():
+        raise GoldenFormatError(f"{candidate}: cannot read the candidate (not a regular file)")
     entry = _select_case(manifest, directory, candidate, case)
     name = entry["name"]
     reference = load_arrays(directory / entry["file"])

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._checks import bool_mask, check_finite, float_array, result_dtype
+from .._checks import bool_mask, cache_of, check_finite, float_array, result_dtype
 from ..feature_maps import cosine_normalize, cosine_normalize_backward
 from ..head import HeadOutputCache, head_output, head_output_backward
 from ..primitives import (
@@ -67,7 +67,7 @@ from .ops import (
     token_map,
     token_map_backward,
 )
-from .params import KEPSVGPConfig, check_kep_params, draw_noise, kep_sample_indices
+from .params import KEPSVGPConfig, check_kep_params, draw_noise, generator, kep_sample_indices
 
 __all__ = [
     "KEPSVGPCache",
@@ -192,7 +192,7 @@ def _check_input(x: object, mask: object, config: KEPSVGPConfig) -> tuple[np.nda
     if mask is not None:
         if config.variant != "cola":
             raise ValueError("a padding mask applies to the cola variant only")
-        mask = bool_mask(mask, "mask")
+        mask = bool_mask(mask, "mask", "True = real token")
         if mask.shape != (B, N):
             raise ValueError(f"mask has shape {mask.shape}, expected (B, N) = {(B, N)}")
     if config.authors_squeeze:
@@ -230,12 +230,14 @@ def kep_svgp_attention(
     Returns (y (B, N, D), cache). Computes in the promoted dtype of x and the parameters.
     """
     x, mask = _check_input(x, mask, config)
-    check_kep_params(params, config)
-    dt = result_dtype(x, *(np.asarray(v) for v in params.values()))
+    params = check_kep_params(params, config)
+    dt = result_dtype(x, *params.values())
     x = x.astype(dt, copy=False)
-    P = {k: np.asarray(v).astype(dt, copy=False) for k, v in params.items()}
+    P = {k: v.astype(dt, copy=False) for k, v in params.items()}
     B, N, D = x.shape
     H = config.num_heads
+    if rng is not None:
+        rng = generator(rng)
     if (noise is None) == (rng is None):
         raise ValueError("give exactly one of noise= (an array) and rng= (a Generator or seed)")
     if noise is None:
@@ -286,20 +288,16 @@ def _check_loss_grads(lg: object, cache: KEPSVGPCache) -> KEPSVGPLossGrads | Non
             "loss_grads must be a KEPSVGPLossGrads (kep_svgp_losses_backward(...)), got "
             f"{type(lg).__name__}"
         )
-    for name, ref in (("escore", cache.escore), ("rscore", cache.rscore)):
-        got = np.asarray(getattr(lg, name))
-        if got.shape != ref.shape:
-            raise ValueError(f"loss_grads.{name} has shape {got.shape}, expected {ref.shape}")
+    if not isinstance(lg.params, dict) or set(lg.params) != set(cache.params):
+        keys = sorted(lg.params) if isinstance(lg.params, dict) else type(lg.params).__name__
+        raise KeyError(f"loss_grads.params has keys {keys}, expected {sorted(cache.params)}")
+    arrays = [("escore", lg.escore, cache.escore.shape), ("rscore", lg.rscore, cache.rscore.shape)]
+    arrays += [(f"params[{k!r}]", v, cache.params[k].shape) for k, v in lg.params.items()]
+    for name, got, shape in arrays:
+        got = float_array(got, f"loss_grads.{name}")
+        if got.shape != shape:
+            raise ValueError(f"loss_grads.{name} has shape {got.shape}, expected {shape}")
         check_finite(got, f"loss_grads.{name}")
-    if set(lg.params) != set(cache.params):
-        raise KeyError(
-            f"loss_grads.params has keys {sorted(lg.params)}, expected {sorted(cache.params)}"
-        )
-    for k, v in lg.params.items():
-        if np.shape(v) != cache.params[k].shape:
-            raise ValueError(
-                f"loss_grads.params[{k!r}] has shape {np.shape(v)}, expected {cache.params[k].shape}"
-            )
     return lg
 
 
@@ -316,6 +314,7 @@ def kep_svgp_attention_backward(
     Returns ``KEPSVGPGrads(x, params)`` (authors' names; ``proj.*`` are zero unless
     ``apply_proj``), in the dtype of the forward.
     """
+    cache_of(cache, KEPSVGPCache, "kep_svgp_attention")
     cfg, P = cache.config, cache.params
     lg = _check_loss_grads(loss_grads, cache)
     g: dict[str, Any] = {k: np.zeros_like(v) for k, v in P.items()}

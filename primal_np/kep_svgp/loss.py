@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import check_finite, float_array, real_number, result_dtype
+from .._checks import cache_of, check_finite, choice, float_array, real_number, result_dtype
 from ..ksvd_loss import KSVDLossCache, KSVDTerms, ksvd_loss, ksvd_loss_backward
 from .ops import CholeskyFactorCache, cholesky_factor, cholesky_factor_backward
 from .params import FACTOR_LAYOUTS
@@ -93,8 +93,7 @@ def kep_svgp_kl(
     Shapes: log_lambda ℓ (H, s); m_u (1, H, s, s); factor L (1, H, s, s, s) from
     ``cholesky_factor``; log_ssqrt (1, H, s, s). Returns (kl, cache).
     """
-    if layout not in FACTOR_LAYOUTS:
-        raise ValueError(f"layout must be one of {FACTOR_LAYOUTS}, got {layout!r}")
+    choice(layout, "layout", FACTOR_LAYOUTS)
     ell = _arr(log_lambda, "log_lambda", 2)
     m_u = _arr(m_u, "m_u", 4)
     L = _arr(factor, "factor", 5)
@@ -120,6 +119,7 @@ def kep_svgp_kl_backward(dkl: float, cache: KLCache) -> KLGrads:
     ∂kl/∂m_u[h,a,c] = Λ²_{h,a} m_u[h,a,c],   ∂kl/∂log_ssqrt = −1,
     ∂kl/∂ℓ_{h,a} = 2 Λ²_{h,a} (Σ_{r,c} L[h,a,r,c]² + Σ_c m_u[h,a,c]²) − 2s.
     """
+    cache_of(cache, KLCache, "kep_svgp_kl")
     lam2, m_u, L, log_shape, layout, dt = cache
     g = real_number(dkl, "dkl")
     s = lam2.shape[1]
@@ -168,6 +168,7 @@ def kep_svgp_ksvd_loss(
 def kep_svgp_ksvd_loss_backward(dloss: float, cache: KEPKSVDCache) -> KEPKSVDGrads:
     """Gradients of dloss·ksvd: ``ksvd_loss_backward`` for (E, R, λ, W_e, W_r), then
     λ = exp(ℓ) gives dℓ = dλ ⊙ exp(ℓ)."""
+    cache_of(cache, KEPKSVDCache, "kep_svgp_ksvd_loss")
     (g,) = ksvd_loss_backward(dloss, cache.inner).layers
     return KEPKSVDGrads(g.escore, g.rscore, g.lam * cache.lam.astype(g.lam.dtype), g.we, g.wr)
 
@@ -201,6 +202,9 @@ def kep_svgp_losses(cache) -> tuple[KEPSVGPLosses, KEPSVGPLossCache]:
 
     Training sums them over the KEP-SVGP layers: task + η Σ ksvd_loss + η_kl Σ kl.
     """
+    from .layer import KEPSVGPCache
+
+    cache_of(cache, KEPSVGPCache, "kep_svgp_attention")
     P, cfg = cache.params, cache.config
     L, fcache = cholesky_factor(P["log_ssqrt"], P["s_sqrt_low_triangle"])
     kl, kcache = kep_svgp_kl(
@@ -218,7 +222,10 @@ def kep_svgp_losses_backward(dlosses: Sequence[float], cache: KEPSVGPLossCache) 
     (η_kl, η). The KL term reaches ``log_ssqrt`` and ``s_sqrt_low_triangle`` through the
     factor's backward; ℓ collects both losses' parts."""
     if not isinstance(dlosses, (tuple, list)) or len(dlosses) != 2:
-        raise TypeError(f"dlosses must be a pair (d_kl, d_ksvd), got {dlosses!r}")
+        raise TypeError(
+            f"dlosses must be a pair (d_kl, d_ksvd), got {type(dlosses).__name__} {dlosses!r}"
+        )
+    cache_of(cache, KEPSVGPLossCache, "kep_svgp_losses")
     d_kl = real_number(dlosses[0], "dlosses[0] (d_kl)")
     d_ksvd = real_number(dlosses[1], "dlosses[1] (d_ksvd)")
     gk = kep_svgp_kl_backward(d_kl, cache.kl)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import real_number
+from .._checks import real_number, upstream
 from .layer import kep_svgp_attention, kep_svgp_attention_backward
 from .loss import kep_svgp_losses, kep_svgp_losses_backward
 from .params import KEPSVGPConfig
@@ -47,9 +47,10 @@ def kep_svgp_objective(
     eta_kl = real_number(eta_kl, "eta_kl", minimum=0.0)
     y, cache = kep_svgp_attention(x, params, config, noise=noise, mask=mask)
     losses, lcache = kep_svgp_losses(cache)
+    cot = upstream(cotangent, "cotangent", y.shape, y.dtype)
     lg = kep_svgp_losses_backward((eta_kl, eta), lcache)
-    g = kep_svgp_attention_backward(cotangent, cache, loss_grads=lg)
-    value = float(np.sum(cotangent * y)) + eta_kl * losses.kl + eta * losses.ksvd_loss
+    g = kep_svgp_attention_backward(cot, cache, loss_grads=lg)
+    value = float(np.sum(np.asarray(cotangent) * y)) + eta_kl * losses.kl + eta * losses.ksvd_loss
     return KEPSVGPObjective(
         y, cache.escore.copy(), cache.rscore.copy(), losses.kl, losses.ksvd_loss, value, g.x,
         g.params,

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import check_finite, float_array, result_dtype, sum_to_shape, upstream
+from .._checks import cache_of, check_finite, float_array, result_dtype, sum_to_shape, upstream
 from ..primitives import LinearCache, linear, linear_backward
 
 __all__ = [
@@ -99,6 +99,7 @@ def eigen_features_backward(dv1: np.ndarray, cache: EigenFeaturesCache) -> Eigen
     dE = dR = dV₁ Λ (concate: the e-rows and the r-rows of dV₁ Λ),
     dℓ_l = 2 Λ_l Σ_{b,i} (E + R)_{il} dV₁_{il}   (concate: the sum runs over all 2N rows).
     """
+    cache_of(cache, EigenFeaturesCache, "eigen_features")
     E, R, lam, concate, dt, shape = cache
     dv1 = upstream(dv1, "dv1", shape, dt)
     dbase = dv1 * lam[:, None, :]
@@ -142,6 +143,7 @@ def posterior_mean_backward(dmean: np.ndarray, cache: PosteriorMeanCache) -> Pos
 
     dV₁ = dM M_uᵀ,   dM_u = Σ_b V₁ᵀ dM.
     """
+    cache_of(cache, PosteriorMeanCache, "posterior_mean")
     v1, m_u, dt = cache
     dmean = upstream(dmean, "dmean", v1.shape, dt)
     dv1 = np.matmul(dmean, np.swapaxes(m_u, -1, -2), dtype=dt)
@@ -194,6 +196,7 @@ def cholesky_factor_backward(dL: np.ndarray, cache: CholeskyFactorCache) -> Chol
     d log s_r = dL_rr exp(log s_r),   dT = tril(dL, −1)   (the diagonal and upper part of T
     do not reach L: their gradient is zero).
     """
+    cache_of(cache, CholeskyFactorCache, "cholesky_factor")
     d, shape, dt = cache
     dL = upstream(dL, "dL", shape, dt)
     diag = np.diagonal(dL, axis1=-2, axis2=-1)
@@ -281,6 +284,7 @@ def posterior_sample_backward(dy: np.ndarray, cache: PosteriorSampleCache) -> Po
     "authors":    dV₁[i,a] = Σ_{r,c} dY[i,c] L[a,r,c] ε[i,r],   dL[a,r,c] = Σ_{b,i} V₁[i,a] ε[i,r] dY[i,c];
     "per_output": dV₁[i,a] = Σ_{c,r} dY[i,c] L[c,a,r] ε[i,c,r], dL[c,a,r] = Σ_{b,i} V₁[i,a] ε[i,c,r] dY[i,c].
     """
+    cache_of(cache, PosteriorSampleCache, "posterior_sample")
     v1, L, eps, layout, dt = cache
     dy = upstream(dy, "dy", v1.shape, dt)
     if layout == "authors":
@@ -321,6 +325,7 @@ def token_map_backward(dy: np.ndarray, cache: TokenMapCache) -> TokenMapGrads:
 
     dx = Wᵀ dy,   dW = Σ dy xᵀ,   db = Σ_{…, c} dy[…, j, c].
     """
+    cache_of(cache, TokenMapCache, "token_map")
     lin = cache.lin
     shape = (*lin.x.shape[:-2], lin.weight.shape[0], lin.x.shape[-2])  # y's (..., N, p)
     dy = upstream(dy, "dy", shape, lin.dtype)

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import positive_int
+from .._checks import boolean, choice, float_dtype, mapping, param_dict, positive_int
+from .._checks import seed as _seed
 from ..init import orthogonal, torch_linear_init, uniform_lambda
 from ..sampling import lra_indices, torch_linspace_indices
 
@@ -103,15 +104,10 @@ class KEPSVGPConfig:
         positive_int(self.rank_multi, "rank_multi")
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
-        if self.variant not in KEP_VARIANTS:
-            raise ValueError(f"variant must be one of {KEP_VARIANTS}, got {self.variant!r}")
-        if self.factor_layout not in FACTOR_LAYOUTS:
-            raise ValueError(
-                f"factor_layout must be one of {FACTOR_LAYOUTS}, got {self.factor_layout!r}"
-            )
+        choice(self.variant, "variant", KEP_VARIANTS)
+        choice(self.factor_layout, "factor_layout", FACTOR_LAYOUTS)
         for flag in ("concate", "qk_bias", "apply_proj", "authors_squeeze"):
-            if not isinstance(getattr(self, flag), (bool, np.bool_)):
-                raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+            boolean(getattr(self, flag), flag)
         if self.embed_len is not None:
             positive_int(self.embed_len, "embed_len")
         if self.variant == "vision" and self.embed_len is None:
@@ -175,11 +171,18 @@ def draw_noise(
     dtype: np.dtype | type = np.float64,
 ) -> np.ndarray:
     """Standard-normal noise of ``noise_shape`` from a Generator (or a seed)."""
+    return generator(rng).standard_normal(noise_shape(config, batch, num_tokens)).astype(dtype)
+
+
+def generator(rng: object) -> np.random.Generator:
+    """``rng`` as a Generator: a Generator, or an int seed >= 0 (a named error otherwise)."""
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        rng = np.random.default_rng(int(rng))
+        return np.random.default_rng(_seed(rng, "rng"))
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy Generator or an int seed, got {type(rng).__name__}")
-    return rng.standard_normal(noise_shape(config, batch, num_tokens)).astype(dtype)
+        raise TypeError(
+            f"rng must be a numpy Generator or an int seed, got {type(rng).__name__} {rng!r}"
+        )
+    return rng
 
 
 def kep_param_shapes(config: KEPSVGPConfig) -> dict[str, tuple[int, ...]]:
@@ -223,9 +226,9 @@ def init_kep_svgp_params(
     NumPy's stream is not torch's: the distributions and layouts match, the numbers do not
     (load a torch state dict with ``kep_from_state_dict`` for exact values).
     """
-    if not isinstance(config, KEPSVGPConfig):
-        raise TypeError(f"config must be a KEPSVGPConfig, got {type(config).__name__}")
-    rng = np.random.default_rng(seed)
+    _check_config(config)
+    dtype = float_dtype(dtype, "dtype")
+    rng = np.random.default_rng(_seed(seed, "seed"))
     shapes = kep_param_shapes(config)
     params: dict[str, np.ndarray] = {}
 
@@ -250,25 +253,22 @@ def init_kep_svgp_params(
     return {k: np.asarray(params[k]).astype(dtype, copy=False) for k in shapes}
 
 
-def check_kep_params(params: Mapping[str, object], config: KEPSVGPConfig) -> None:
-    """KeyError / ValueError / TypeError naming the parameter if ``params`` does not fit."""
-    shapes = kep_param_shapes(config)
-    if not isinstance(params, Mapping):
-        raise TypeError(f"params must be a mapping of name → array, got {type(params).__name__}")
-    missing = sorted(set(shapes) - set(params))
-    extra = sorted(set(params) - set(shapes))
-    if missing or extra:
-        raise KeyError(
-            f"parameters do not fit the KEP-SVGP layer: missing {missing}, unexpected {extra}"
-        )
-    for k, shape in shapes.items():
-        arr = np.asarray(params[k])
-        if arr.shape != shape:
-            raise ValueError(f"parameter {k!r} has shape {arr.shape}, expected {shape}")
-        if arr.dtype.kind != "f":
-            raise TypeError(f"parameter {k!r} must be floating, got dtype {arr.dtype}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"parameter {k!r} must be finite")
+def _check_config(config: object) -> None:
+    if not isinstance(config, KEPSVGPConfig):
+        raise TypeError(f"config must be a KEPSVGPConfig, got {type(config).__name__}")
+
+
+def _check_prefix(prefix: object) -> None:
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string, got {type(prefix).__name__} {prefix!r}")
+
+
+def check_kep_params(params: Mapping[str, object], config: KEPSVGPConfig) -> dict[str, np.ndarray]:
+    """``params`` as arrays if they fit ``config``: a ``KeyError`` listing missing and
+    unexpected names, a ``TypeError`` for a non-mapping or a non-floating parameter, a
+    ``ValueError`` for a wrong shape or a non-finite value, each naming the parameter."""
+    _check_config(config)
+    return param_dict(params, kep_param_shapes(config), "KEP-SVGP layer")
 
 
 def kep_to_state_dict(
@@ -276,6 +276,7 @@ def kep_to_state_dict(
 ) -> dict[str, np.ndarray]:
     """The parameters under the authors' state-dict names (with ``prefix``), as copies."""
     check_kep_params(params, config)
+    _check_prefix(prefix)
     return {prefix + k: np.array(params[k]) for k in kep_param_shapes(config)}
 
 
@@ -285,8 +286,12 @@ def kep_from_state_dict(
     """The authors' state dict (entries under ``prefix``) → parameters.
 
     Every expected key must be present with its exact shape and no other key under
-    ``prefix`` may appear (a concate checkpoint read with ``concate=False`` is an error).
+    ``prefix`` may appear (a concate checkpoint read with ``concate=False`` is an error);
+    both are ``KeyError`` listing the names.
     """
+    mapping(state, "state", "name → array")
+    _check_config(config)
+    _check_prefix(prefix)
     shapes = kep_param_shapes(config)
     ours = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     missing = sorted(set(shapes) - set(ours))

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import check_finite, float_array, index_array, positive_int, upstream
+from .._checks import cache_of, check_finite, float_array, index_array, positive_int, upstream
 
 __all__ = [
     "EmbeddingCache",
@@ -64,6 +64,7 @@ def embedding_backward(de: np.ndarray, cache: EmbeddingCache) -> EmbeddingGrads:
 
     Returns ``EmbeddingGrads(table)``, dT (V, D); rows of ids that never occur are zero.
     """
+    cache_of(cache, EmbeddingCache, "embedding")
     v, d = cache.table_shape
     de = upstream(de, "de", (*cache.ids.shape, d), cache.dtype)
     flat_ids = cache.ids.reshape(-1).astype(np.intp, copy=False)
@@ -112,6 +113,7 @@ def learned_positional_backward(dy: np.ndarray, cache: PositionalCache) -> Posit
 
     Returns ``PositionalGrads(x, table)``.
     """
+    cache_of(cache, PositionalCache, "learned_positional")
     dy = upstream(dy, "dy", cache.shape, cache.dtype)
     n, d = dy.shape[-2:]
     dtable = np.zeros((cache.n_max, d), dtype=dy.dtype)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import check_finite, float_array, index_array, real_number, result_dtype
+from .._checks import cache_of, check_finite, float_array, index_array, real_number, result_dtype
 from ..primitives import _softmax_lse_inplace
 
 __all__ = [
@@ -76,6 +76,7 @@ def cross_entropy_backward(dloss: float, cache: CrossEntropyCache) -> CrossEntro
     ``dloss`` is the upstream scalar gradient (1.0 when L is the objective).
     Returns ``CrossEntropyGrads(logits)``, dlogits (B, C).
     """
+    cache_of(cache, CrossEntropyCache, "cross_entropy")
     probs, labels = cache
     dl = probs.dtype.type(real_number(dloss, "dloss"))
     b = probs.shape[0]
@@ -135,6 +136,7 @@ def token_cross_entropy(
 def token_cross_entropy_backward(dloss: float, cache: TokenCrossEntropyCache) -> CrossEntropyGrads:
     """VJP of ``token_cross_entropy``: the scored rows get ``cross_entropy_backward``'s rows,
     the ignored positions zero. Returns ``CrossEntropyGrads(logits)`` of the logits' shape."""
+    cache_of(cache, TokenCrossEntropyCache, "token_cross_entropy")
     d_rows = cross_entropy_backward(dloss, cache.inner).logits
     dz = np.zeros(cache.shape, dtype=d_rows.dtype)
     dz[cache.scored] = d_rows

@@ -16,7 +16,15 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import erf
 
-from .._checks import check_finite, float_array, float_dtype, positive_int, result_dtype, upstream
+from .._checks import (
+    cache_of,
+    check_finite,
+    float_array,
+    float_dtype,
+    positive_int,
+    result_dtype,
+    upstream,
+)
 from ..init import torch_linear_init
 from ..primitives import LinearCache, linear, linear_backward
 
@@ -64,6 +72,7 @@ def gelu(x: np.ndarray) -> tuple[np.ndarray, GeluCache]:
 def gelu_backward(dy: np.ndarray, cache: GeluCache) -> GeluGrads:
     """VJP of ``gelu``: forward was y = x Φ(x), so dx = dy ∘ (Φ(x) + x φ(x)),
     φ(x) = exp(−x²/2) / √(2π) the standard normal density. Returns ``GeluGrads(x)``."""
+    cache_of(cache, GeluCache, "gelu")
     x, cdf = cache
     dy = upstream(dy, "dy", x.shape, x.dtype)
     pdf = np.exp(-0.5 * x * x) * x.dtype.type(_INV_SQRT_2PI)
@@ -118,6 +127,7 @@ def mlp_backward(dy: np.ndarray, cache: MLPCache) -> MLPGrads:
     Forward was h = x W₁ᵀ + b₁, a = GELU(h), y = a W₂ᵀ + b₂; each step is undone by
     its own backward in reverse order.
     """
+    cache_of(cache, MLPCache, "mlp")
     g2 = linear_backward(dy, cache.fc2)
     dh = gelu_backward(g2.x, cache.act).x
     g1 = linear_backward(dh, cache.fc1)

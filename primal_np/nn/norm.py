@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import check_finite, float_array, result_dtype, upstream
+from .._checks import cache_of, check_finite, float_array, result_dtype, upstream
 
 __all__ = ["LayerNormCache", "LayerNormGrads", "layer_norm", "layer_norm_backward"]
 
@@ -72,6 +72,7 @@ def layer_norm_backward(dy: np.ndarray, cache: LayerNormCache) -> LayerNormGrads
 
     Returns ``LayerNormGrads(x, weight, bias)``.
     """
+    cache_of(cache, LayerNormCache, "layer_norm")
     xhat, rstd, w = cache
     dy = upstream(dy, "dy", xhat.shape, xhat.dtype)
     g = dy * w

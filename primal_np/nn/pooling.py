@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import bool_mask, check_finite, float_array, upstream
+from .._checks import bool_mask, cache_of, check_finite, float_array, upstream
 
 __all__ = [
     "MeanPoolCache",
@@ -66,6 +66,7 @@ def mean_pool_backward(dy: np.ndarray, cache: MeanPoolCache) -> PoolGrads:
 
     Padded tokens (w_n = 0) get zero gradient. Returns ``PoolGrads(x)``, x (..., N, D).
     """
+    cache_of(cache, MeanPoolCache, "mean_pool")
     w = cache.weights
     dy = upstream(dy, "dy", (*w.shape[:-1], cache.dim), w.dtype)
     return PoolGrads(w[..., :, None] * dy[..., None, :])
@@ -90,6 +91,7 @@ def cls_pool(x: np.ndarray) -> tuple[np.ndarray, ClsPoolCache]:
 
 def cls_pool_backward(dy: np.ndarray, cache: ClsPoolCache) -> PoolGrads:
     """VJP of ``cls_pool``: dx_0 = dy, dx_n = 0 for n ≥ 1. Returns ``PoolGrads(x)``."""
+    cache_of(cache, ClsPoolCache, "cls_pool")
     *lead, _, d = cache.shape
     dy = upstream(dy, "dy", (*lead, d), cache.dtype)
     dx = np.zeros(cache.shape, dtype=cache.dtype)
