@@ -73,6 +73,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -84,6 +85,8 @@ __all__ = [
     "DEFAULT_K",
     "FLOOR_EPS",
     "PRECISIONS",
+    "OperandScale",
+    "operand_magnitude",
     "ArrayResult",
     "CompareReport",
     "compare",
@@ -104,6 +107,41 @@ PRECISIONS: dict[str, tuple[float, int]] = {
     "bfloat16": (2.0**-7, 8),
 }
 _STORAGE_BITS = {np.dtype(np.float64): 53, np.dtype(np.float32): 24, np.dtype(np.float16): 11}
+
+
+class OperandScale(NamedTuple):
+    """What an op says about the rounding-error scale of one of its arrays
+    (``primal_np.magnitudes`` derives it):
+
+    size: max Z, the largest root-sum-square size of the terms the array is formed from
+        (≥ max|r|; larger where sums cancel, as in arrays zero in exact arithmetic);
+    logit: L, the logit magnitude of a softmax upstream of the array (0 if none);
+    length: n, the longest sum on the array's path (the accumulation length).
+    """
+
+    size: float
+    logit: float = 0.0
+    length: int = 1
+
+
+# the accumulator's precision in the modelled kernel: float32 for the 16-bit formats
+_ACCUMULATE = {"float64": "float64", "float32": "float32", "float16": "float32",
+               "bfloat16": "float32"}  # fmt: skip
+
+
+def operand_magnitude(scale: OperandScale | float, precision: str) -> float:
+    """The operand magnitude A of an array checked in ``precision`` (module doc):
+
+        A = size · ((1 + L) + (eps_acc / eps) · √n)
+
+    with eps the precision's machine epsilon and eps_acc the accumulator's (float32 for
+    float16 and bfloat16, the precision itself otherwise). A plain number is A itself.
+    """
+    if not isinstance(scale, OperandScale):
+        return float(scale)
+    eps = PRECISIONS[_check_precision(precision)][0]
+    eps_acc = PRECISIONS[_ACCUMULATE[precision]][0]
+    return scale.size * ((1.0 + scale.logit) + eps_acc / eps * float(np.sqrt(scale.length)))
 
 
 def rel_error(actual: object, reference: object) -> float:
@@ -218,6 +256,7 @@ class ArrayResult:
     bound: float | None = None
     own_err: float | None = None  # primal_np's own error in the precision (low precision only)
     ref_scale: float | None = None  # max |reference|
+    operand_scale: float | None = None  # the operand magnitude A of the array, when given
 
 
 @dataclass
@@ -298,12 +337,16 @@ class CompareReport:
         return "\n".join(lines)
 
 
-def _rule(precision: str, k: float, rtol: float, atol: float, floor_eps: float) -> str:
+def _rule(
+    precision: str, k: float, rtol: float, atol: float, floor_eps: float, operands: bool
+) -> str:
+    a = "A" if operands else "max|r|"
+    tail = ", A = max(max|r|, operand magnitude)" if operands else ""
     if precision == "float64":
-        return f"max|c-r| <= {rtol:g}*max|r| + {atol:g}"
+        return f"max|c-r| <= {rtol:g}*{a} + {atol:g}{tail}"
     return (
-        f"max|c-r| <= {k:g}*max|p-r| + {floor_eps:g}*eps*max|r| + {atol:g}, "
-        f"p = primal_np in {precision}, eps = {PRECISIONS[precision][0]:g}"
+        f"max|c-r| <= {k:g}*max|p-r| + {floor_eps:g}*eps*{a} + {atol:g}, "
+        f"p = primal_np in {precision}, eps = {PRECISIONS[precision][0]:g}{tail}"
     )
 
 
@@ -337,6 +380,7 @@ def compare(
     rtol: float = RTOL_FLOAT64,
     atol: float = ATOL,
     floor_eps: float = FLOOR_EPS,
+    scales: Mapping[str, OperandScale | float] | None = None,
     names: Iterable[str] | None = None,
     title: str = "",
 ) -> CompareReport:
@@ -351,6 +395,11 @@ def compare(
             required, with the reference's shapes, unless precision is "float64".
         k, floor_eps: the low-precision rule's factor and rounding floor.
         rtol: the float64 relative bound; atol: absolute slack in both rules.
+        scales: name → the array's ``OperandScale`` (``primal_np.magnitudes``), or the
+            operand magnitude A itself as a number: the rounding part of the bound is
+            then measured against max(max|r|, A) instead of max|r|, which collapses on
+            arrays that are zero in exact arithmetic and ignores the conditioning of
+            large logits and long sums (module doc). Arrays without an entry use max|r|.
         names: the reference arrays to compare (default: all of them).
         title: first line of the printed table.
 
@@ -361,6 +410,10 @@ def compare(
     for arg, val in (("k", k), ("rtol", rtol), ("atol", atol), ("floor_eps", floor_eps)):
         if not (isinstance(val, (int, float)) and np.isfinite(val) and val >= 0):
             raise ValueError(f"{arg} must be a finite number >= 0, got {val!r}")
+    magnitude = {n: operand_magnitude(v, precision) for n, v in (scales or {}).items()}
+    for name, val in magnitude.items():
+        if not (np.isfinite(val) and val >= 0):
+            raise ValueError(f"scales[{name!r}] must give a finite magnitude >= 0, got {val!r}")
     names = list(reference) if names is None else list(names)
     if precision != "float64" and own is None:
         raise ValueError(
@@ -368,7 +421,9 @@ def compare(
             "from emulate_precision) to derive the bound"
         )
     eps = PRECISIONS[precision][0]
-    report = CompareReport(precision, _rule(precision, k, rtol, atol, floor_eps), title=title)
+    operands = any(n in magnitude for n in names)
+    rule = _rule(precision, k, rtol, atol, floor_eps, operands)
+    report = CompareReport(precision, rule, title=title)
     report.ignored = sorted(set(candidate) - set(names))
     for name in names:
         if name not in reference:
@@ -387,10 +442,12 @@ def compare(
         c = np.asarray(candidate[name], dtype=np.float64)
         diff = np.abs(c - ref)
         scale = float(np.abs(ref).max(initial=0.0))
+        operand = magnitude.get(name)
+        size = scale if operand is None else max(scale, operand)  # A
         err = float(diff.max(initial=0.0))
         own_err = None
         if precision == "float64":
-            bound = rtol * scale + atol
+            bound = rtol * size + atol
         else:
             p = np.asarray(own.get(name) if own is not None else None)
             if p.shape != ref.shape or p.dtype.kind != "f" or not np.all(np.isfinite(p)):
@@ -399,7 +456,7 @@ def compare(
                     f"shape {ref.shape}, got {p.dtype} {p.shape}"
                 )
             own_err = float(np.abs(p.astype(np.float64) - ref).max(initial=0.0))
-            bound = k * own_err + floor_eps * eps * scale + atol
+            bound = k * own_err + floor_eps * eps * size + atol
         worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
         worst = tuple(int(i) for i in worst)
         row = ArrayResult(
@@ -416,6 +473,7 @@ def compare(
             bound,
             own_err,
             scale,
+            operand,
         )
         report.rows.append(row)
     return report
