@@ -14,6 +14,7 @@ Import only inside tests that use the ``jax`` fixture (it enables float64 first)
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -45,28 +46,6 @@ def _visible(mask, causal, lead, n, m) -> np.ndarray:
     )
 
 
-def _run(attend, q, k, v, mask, causal, scale, dout, precision):
-    dt = jnp.bfloat16 if precision == "bfloat16" else q.dtype  # bfloat16 arrives as float32
-    lead, (n, d), (m, dv) = q.shape[:-2], q.shape[-2:], v.shape[-2:]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    width = max(d, dv)  # jax.nn.dot_product_attention wants one head dim for q, k and v
-    pad = [(0, 0)] * 3
-
-    def f(qj, kj, vj):
-        qj, kj = (jnp.pad(a, [*pad, (0, width - d)]) for a in (qj, kj))
-        o = attend(qj, kj, jnp.pad(vj, [*pad, (0, width - dv)]), vis, scale)
-        return (o * seen)[..., :dv]  # zero rows that see no key
-
-    vis = jnp.asarray(_visible(mask, causal, lead, n, m))
-    seen = jnp.swapaxes(vis.any(-1), 1, 2)[..., None]  # (B, N, H, 1)
-    args = [jnp.asarray(to_bnhd(a), dt) for a in (q, k, v)]
-    host = (lambda a: np.asarray(a.astype(jnp.float32))) if dt == jnp.bfloat16 else np.asarray
-    if dout is None:
-        return from_bnhd(host(jax.jit(f)(*args)), (*lead, n, dv))
-    grads = jax.jit(lambda *a: jax.vjp(f, *a[:3])[1](a[3]))(*args, jnp.asarray(to_bnhd(dout), dt))
-    return tuple(from_bnhd(host(g), a.shape) for g, a in zip(grads, (q, k, v), strict=True))
-
-
 def _xla(qj, kj, vj, vis, scale):
     return jax.nn.dot_product_attention(qj, kj, vj, mask=vis, scale=scale)
 
@@ -77,11 +56,48 @@ def _einsum(qj, kj, vj, vis, scale):
     return jnp.einsum("bhnm,bmhd->bnhd", jnp.where(vis, p, 0.0), vj)
 
 
+_ATTEND = {"xla": _xla, "einsum": _einsum}
+
+
+def _attention(qj, kj, vj, vis, kind, scale):
+    """(B, N, H, dv) output: q, k, v zero-padded to one head dim, dead rows zeroed."""
+    d, dv = qj.shape[-1], vj.shape[-1]
+    width = max(d, dv)  # jax.nn.dot_product_attention wants one head dim for q, k and v
+    pad = [(0, 0)] * 3
+    qj, kj = (jnp.pad(a, [*pad, (0, width - d)]) for a in (qj, kj))
+    o = _ATTEND[kind](qj, kj, jnp.pad(vj, [*pad, (0, width - dv)]), vis, scale)
+    seen = jnp.swapaxes(vis.any(-1), 1, 2)[..., None]  # (B, N, H, 1): rows that see a key
+    return (o * seen)[..., :dv]
+
+
+# compiled once per shape, dtype and (kind, scale): the grid's seeds reuse them
+_forward = jax.jit(_attention, static_argnames=("kind", "scale"))
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "scale"))
+def _backward(qj, kj, vj, vis, dout, kind, scale):
+    _, vjp = jax.vjp(lambda q, k, v: _attention(q, k, v, vis, kind, scale), qj, kj, vj)
+    return vjp(dout)
+
+
+def _run(kind, q, k, v, mask, causal, scale, dout, precision):
+    dt = jnp.bfloat16 if precision == "bfloat16" else q.dtype  # bfloat16 arrives as float32
+    lead, (n, d), (m, dv) = q.shape[:-2], q.shape[-2:], v.shape[-2:]
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    vis = jnp.asarray(_visible(mask, causal, lead, n, m))
+    args = [jnp.asarray(to_bnhd(a), dt) for a in (q, k, v)]
+    host = (lambda a: np.asarray(a.astype(jnp.float32))) if dt == jnp.bfloat16 else np.asarray
+    if dout is None:
+        return from_bnhd(host(_forward(*args, vis, kind, scale)), (*lead, n, dv))
+    grads = _backward(*args, vis, jnp.asarray(to_bnhd(dout), dt), kind, scale)
+    return tuple(from_bnhd(host(g), a.shape) for g, a in zip(grads, (q, k, v), strict=True))
+
+
 def dot_product_attention(q, k, v, mask, causal, scale, dout=None, *, precision):
     """fn (and, with dout, backward) of check_dual_attention around jax.nn.dot_product_attention."""
-    return _run(_xla, q, k, v, mask, causal, scale, dout, precision)
+    return _run("xla", q, k, v, mask, causal, scale, dout, precision)
 
 
 def einsum_attention(q, k, v, mask, causal, scale, dout=None, *, precision):
     """The same glue around a jax.numpy softmax attention computing in the input dtype."""
-    return _run(_einsum, q, k, v, mask, causal, scale, dout, precision)
+    return _run("einsum", q, k, v, mask, causal, scale, dout, precision)

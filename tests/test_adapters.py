@@ -226,7 +226,7 @@ def test_torch_sdpa_float64_and_float32_pass_with_gradients(torch):
     large = {str(p) for p in LARGE_LOGIT_POINTS}
     for r in rep.results:  # float64 agreement is at rounding level, far inside 1e-10 ...
         if r.precision == "float64":  # ... times max|S| ~ 300 at the large-logit points
-            tol = 1e-11 if r.point in large else 1e-13
+            tol = 5e-11 if r.point in large else 1e-13  # measured: 8.2e-12, 3.2e-15
             assert all(a.max_rel_err < tol for a in r.report.rows), str(r.report)
 
 
