@@ -80,10 +80,13 @@ _BLOCK = 512
 
 
 class AttentionSizes(NamedTuple):
-    """Sizes Z of dual attention's output and gradients (module doc), and the logit magnitude.
+    """Sizes Z and logit sensitivities W of dual attention's output and gradients (module
+    doc), and the logit magnitude L.
 
     out (..., N, dv); q, k, v shaped like the inputs (None without an upstream gradient);
-    logit: L, the largest |scale| Σ_l Z_Q,il Z_K,jl over visible (i, j) (0 if none).
+    logit: L, the largest |scale| Σ_l Z_Q,il Z_K,jl over visible (i, j) (0 if none);
+    w_out, w_q, w_k, w_v: W, the first-order change of each array per unit of logit error
+    (P_ij (1 − P_ij) in place of P where the logits enter).
     """
 
     out: np.ndarray
@@ -91,6 +94,10 @@ class AttentionSizes(NamedTuple):
     k: np.ndarray | None
     v: np.ndarray | None
     logit: float
+    w_out: np.ndarray
+    w_q: np.ndarray | None = None
+    w_k: np.ndarray | None = None
+    w_v: np.ndarray | None = None
 
 
 def _rss(a2: np.ndarray, b2: np.ndarray) -> np.ndarray:
@@ -146,35 +153,48 @@ def attention_sizes(
                 block_probabilities(block_logits(q_scaled, k[..., j0:j1, :], vis, batch), lse),
             )
 
-    rss_out = np.zeros_like(out)
+    dout = None if dout is None else np.asarray(dout, dtype=np.float64)
+    zdo = None if dout is None else (np.abs(dout) if zdo_given is None else zdo_given)
+    rss_out, w_out = np.zeros_like(out), np.zeros_like(out)
+    w_delta = np.zeros((*batch, n, 1))
     for j0, j1, p in blocks():
-        rss_out += np.matmul(p * p, zv[..., j0:j1, :] ** 2)
-    z_out = np.maximum(np.abs(out), np.sqrt(rss_out))
-    if dout is None:
-        return AttentionSizes(z_out, None, None, None, logit)
-    dout = np.asarray(dout, dtype=np.float64)
-    zdo = np.abs(dout) if zdo_given is None else zdo_given
+        zv_b2 = zv[..., j0:j1, :] ** 2
+        wp = p * (1.0 - p)  # ∂P_ij/∂S_ij: a saturated softmax is insensitive to its logits
+        rss_out += np.matmul(p * p, zv_b2)
+        w_out += np.matmul(wp * wp, zv_b2)
+        if dout is not None:  # W_δ,i = sqrt(Σ_l (W_P,il Z_dP,il)²): all keys before dS
+            z_dp = _z_dp(dout, zdo, v[..., j0:j1, :], zv_b2)
+            w_delta += np.sum((wp * z_dp) ** 2, axis=-1, keepdims=True)
+    z_out, w_out = np.maximum(np.abs(out), np.sqrt(rss_out)), np.sqrt(w_out)
+    if dout is None or zdo is None:
+        return AttentionSizes(z_out, None, None, None, logit, w_out)
     delta = np.einsum("...i,...i->...", dout, out)[..., None]
     rss_delta = np.einsum("...i,...i->...", zdo**2, z_out**2)[..., None]
-    z_delta = np.maximum(np.abs(delta), np.sqrt(rss_delta))
-    rss_dq = np.zeros((*batch, n, q.shape[-1]))
-    z_dk = np.zeros((*batch, *k.shape[-2:]))
-    z_dv = np.zeros((*batch, *v.shape[-2:]))
-    dq = np.zeros_like(rss_dq)
+    z_delta, w_delta = np.maximum(np.abs(delta), np.sqrt(rss_delta)), np.sqrt(w_delta)
+    d, m = q.shape[-1], k.shape[-2]
+    rss_dq, w_dq, dq = (np.zeros((*batch, n, d)) for _ in range(3))
+    z_dk, w_dk = np.zeros((*batch, m, d)), np.zeros((*batch, m, d))
+    z_dv, w_dv = np.zeros((*batch, *v.shape[-2:])), np.zeros((*batch, *v.shape[-2:]))
     for j0, j1, p in blocks():
-        kb, vb = k[..., j0:j1, :], v[..., j0:j1, :]
+        kb, vb, zk_b2 = k[..., j0:j1, :], v[..., j0:j1, :], zk[..., j0:j1, :] ** 2
+        wp = p * (1.0 - p)
         dv_b = np.matmul(np.swapaxes(p, -1, -2), dout)
         z_dv[..., j0:j1, :] = np.maximum(np.abs(dv_b), _rss(np.swapaxes(p * p, -1, -2), zdo**2))
+        w_dv[..., j0:j1, :] = _rss(np.swapaxes(wp * wp, -1, -2), zdo**2)
         dp = np.matmul(dout, np.swapaxes(vb, -1, -2))
-        z_dp = np.maximum(np.abs(dp), _rss(zdo**2, np.swapaxes(zv[..., j0:j1, :] ** 2, -1, -2)))
+        z_dp = _z_dp(dout, zdo, vb, zv[..., j0:j1, :] ** 2)
         ds = p * (dp - delta)
         z_ds = np.maximum(np.abs(ds), p * np.sqrt(z_dp**2 + z_delta**2))
+        # dS = P ∘ (dP − δ): through P itself and through δ = Σ_l P_il dP_il
+        w_ds2 = (wp * np.abs(dp - delta)) ** 2 + (p * w_delta) ** 2
         dq += np.matmul(ds, kb)
-        rss_dq += np.matmul(z_ds**2, zk[..., j0:j1, :] ** 2)
+        rss_dq += np.matmul(z_ds**2, zk_b2)
+        w_dq += np.matmul(w_ds2, zk_b2)
         dk_b = np.matmul(np.swapaxes(ds, -1, -2), q)
         z_dk[..., j0:j1, :] = np.maximum(
             np.abs(dk_b) * abs(sc), abs(sc) * _rss(np.swapaxes(z_ds**2, -1, -2), zq**2)
         )
+        w_dk[..., j0:j1, :] = abs(sc) * _rss(np.swapaxes(w_ds2, -1, -2), zq**2)
     z_dq = np.maximum(np.abs(dq) * abs(sc), abs(sc) * np.sqrt(rss_dq))
     return AttentionSizes(
         z_out,
@@ -182,7 +202,17 @@ def attention_sizes(
         _sum_sizes(z_dk, k.shape),
         _sum_sizes(z_dv, v.shape),
         logit,
+        w_out,
+        _sum_sizes(abs(sc) * np.sqrt(w_dq), q.shape),
+        _sum_sizes(w_dk, k.shape),
+        _sum_sizes(w_dv, v.shape),
     )
+
+
+def _z_dp(dout, zdo, v_block, zv_block2):
+    """Z_dP of the block: max(|dO V_Bᵀ|, sqrt(Z_dO² (Z_V,B²)ᵀ))."""
+    dp = np.matmul(dout, np.swapaxes(v_block, -1, -2))
+    return np.maximum(np.abs(dp), _rss(zdo**2, np.swapaxes(zv_block2, -1, -2)))
 
 
 def _sum_sizes(z: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -201,17 +231,17 @@ def attention_magnitudes(
     scale: float | None = None,
     block_size: int = _BLOCK,
 ) -> dict[str, OperandScale]:
-    """The ``OperandScale`` (max Z, L, n) of dual attention's arrays, keyed like the adapters
+    """The ``OperandScale`` (max Z, L, n, max W) of dual attention's arrays, keyed like the adapters
     and golden cases: ``output.out`` and (with ``dout``) ``grad.q``, ``grad.k``,
     ``grad.v`` (module doc). n is the longest sum: max(M, d) for the output,
     max(N, M, d, dv) for the gradients."""
     z = attention_sizes(q, k, v, dout, mask=mask, causal=causal, scale=scale, block_size=block_size)
     (n, d), (m, dv) = np.shape(q)[-2:], np.shape(v)[-2:]
-    out = {"output.out": OperandScale(_top(z.out), z.logit, max(m, d))}
+    out = {"output.out": OperandScale(_top(z.out), z.logit, max(m, d), _top(z.w_out))}
     length = max(n, m, d, dv)
-    for name, a in (("grad.q", z.q), ("grad.k", z.k), ("grad.v", z.v)):
-        if a is not None:
-            out[name] = OperandScale(_top(a), z.logit, length)
+    for name, a, w in (("grad.q", z.q, z.w_q), ("grad.k", z.k, z.w_k), ("grad.v", z.v, z.w_v)):
+        if a is not None and w is not None:
+            out[name] = OperandScale(_top(a), z.logit, length, _top(w))
     return out
 
 
@@ -247,7 +277,7 @@ def mha_magnitudes(
     attn_mask: np.ndarray | None = None,
     causal: bool = False,
 ) -> dict[str, OperandScale]:
-    """The ``OperandScale`` (max Z, L, n) of ``primal_np.mha_attention``'s arrays.
+    """The ``OperandScale`` (max Z, L, n, max W) of ``primal_np.mha_attention``'s arrays.
 
     Arguments as ``mha_attention`` plus the upstream gradient ``dy``. Returns a dict keyed
     ``"out"``, ``"x"`` and by parameter (``W_q``, ``b_q``, ..., ``b_o``). n: max(D, N)
@@ -273,24 +303,38 @@ def mha_magnitudes(
     )  # fmt: skip
     o, cache = dual_attention(heads["q"][0], heads["k"][0], heads["v"][0], mask=mask, causal=causal)
     grads = dual_attention_backward(split_heads(do, h)[0], cache)  # values of dQ, dK, dV
-    o, z_o = merge_heads(o)[0], merge_heads(att.out)[0]
+    o, z_o, w_o = merge_heads(o)[0], merge_heads(att.out)[0], merge_heads(att.w_out)[0]
     _, z_y = _linear_size(o, z_o, p["W_o"], p["b_o"])
-    z = {"out": z_y}
+    z, w = {"out": z_y}, {"out": np.sqrt(np.matmul(w_o**2, (p["W_o"] ** 2).T))}
     _, z["W_o"], z["b_o"] = _linear_backward_size(dy, zdy, o, z_o, p["W_o"])
-    rss_dx = np.zeros_like(x)
+    w["W_o"], w["b_o"] = _rows_rss(zdy, w_o), np.zeros(1)  # dW_o = dyᵀ O; db_o = Σ dy
+    rss_dx, w_dx = np.zeros_like(x), np.zeros_like(x)
     dx = np.zeros_like(x)
-    for t, g, zg in zip("qkv", grads, (att.q, att.k, att.v), strict=True):
-        assert zg is not None  # att was given an upstream gradient
-        g, zg = merge_heads(g)[0], merge_heads(zg)[0]
+    for t, g, zg, wg in zip("qkv", grads, (att.q, att.k, att.v), (att.w_q, att.w_k, att.w_v),
+                            strict=True):  # fmt: skip
+        assert zg is not None and wg is not None  # att was given an upstream gradient
+        g, zg, wg = merge_heads(g)[0], merge_heads(zg)[0], merge_heads(wg)[0]
         z_dx, z[f"W_{t}"], z[f"b_{t}"] = _linear_backward_size(g, zg, x, zx, p[f"W_{t}"])
+        w[f"W_{t}"] = _rows_rss(wg, zx)
+        w[f"b_{t}"] = np.sqrt((wg.reshape(-1, wg.shape[-1]) ** 2).sum(axis=0))
         rss_dx += z_dx**2
+        w_dx += np.matmul(wg**2, p[f"W_{t}"] ** 2)
         dx += np.matmul(g, p[f"W_{t}"])
-    z["x"] = np.maximum(np.abs(dx), np.sqrt(rss_dx))
+    z["x"], w["x"] = np.maximum(np.abs(dx), np.sqrt(rss_dx)), np.sqrt(w_dx)
     n_tok, dim = x.shape[-2:]
     rows = x.size // dim
     return {
         name: OperandScale(
-            _top(a), att.logit, max(dim, n_tok) if name == "out" else max(rows, dim, n_tok)
+            _top(a),
+            att.logit,
+            max(dim, n_tok) if name == "out" else max(rows, dim, n_tok),
+            _top(w[name]),
         )
         for name, a in z.items()
     }
+
+
+def _rows_rss(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sqrt(Σ_rows a² ⊗ b²): the root-sum-square size of Σ_rows aᵀ b (a weight gradient)."""
+    a2, b2 = a.reshape(-1, a.shape[-1]) ** 2, b.reshape(-1, b.shape[-1]) ** 2
+    return np.sqrt(a2.T @ b2)

@@ -35,7 +35,15 @@ def _dense_sizes(q, k, v, dout, mask, scale):
     z_dk = np.maximum(abs(dk), abs(scale) * np.sqrt(np.einsum("ij,il->jl", z_ds**2, q**2)))
     z_dv = np.maximum(abs(dv), np.sqrt(np.einsum("ij,ic->jc", p**2, dout**2)))
     logit = abs(scale) * np.where(mask, abs(q) @ abs(k).T, 0.0).max()
-    return z_o, z_dq, z_dk, z_dv, logit
+    # logit sensitivities: P(1 − P) where the logits enter
+    wp = p * (1 - p)
+    w_o = np.sqrt(np.einsum("ij,jc->ic", wp**2, v**2))
+    w_delta = np.sqrt(((wp * z_dp) ** 2).sum(1, keepdims=True))
+    w_ds2 = (wp * abs(dp - delta)) ** 2 + (p * w_delta) ** 2
+    w_dq = abs(scale) * np.sqrt(np.einsum("ij,jl->il", w_ds2, k**2))
+    w_dk = abs(scale) * np.sqrt(np.einsum("ij,il->jl", w_ds2, q**2))
+    w_dv = np.sqrt(np.einsum("ij,ic->jc", wp**2, dout**2))
+    return z_o, z_dq, z_dk, z_dv, logit, w_o, w_dq, w_dk, w_dv
 
 
 @pytest.mark.parametrize("block", [2, 512])
@@ -51,6 +59,18 @@ def test_attention_sizes_follow_the_formulas(rng, block):
     for got, ref in zip((z.out, z.q, z.k, z.v), want[:4], strict=True):
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-300)
     assert z.logit == pytest.approx(want[4], rel=1e-14)
+    for got, ref in zip((z.w_out, z.w_q, z.w_k, z.w_v), want[5:], strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-300)
+
+
+def test_a_saturated_softmax_is_insensitive_to_its_logits():
+    """One key far above the others: P ≈ one-hot, P(1 − P) ≈ 0, so W ≪ Z while L is large."""
+    q = np.array([[1.0, 0.0]])
+    k = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
+    v = np.array([[1.0], [2.0], [3.0]])
+    z = attention_sizes(q, k, v, np.array([[1.0]]), scale=40.0)
+    assert z.logit == pytest.approx(40.0) and z.out[0, 0] == pytest.approx(1.0)
+    assert z.w_out[0, 0] < 1e-15 and z.w_q.max() < 1e-14
 
 
 def test_sizes_of_sums_that_do_not_cancel_are_the_values(rng):
@@ -87,6 +107,8 @@ def test_attention_magnitudes_name_the_arrays_and_the_sum_length(rng):
 def test_operand_magnitude_formula():
     s = OperandScale(size=2.0, logit=3.0, length=400)
     assert operand_magnitude(s, "float32") == pytest.approx(2.0 * (4.0 + 20.0), rel=1e-15)
+    w = OperandScale(size=2.0, logit=3.0, length=400, sensitivity=0.5)  # size·(1 + √n) + L·W
+    assert operand_magnitude(w, "float32") == pytest.approx(2.0 * 21.0 + 1.5, rel=1e-15)
     assert operand_magnitude(s, "float64") == 2.0  # the size only: 1e-10 is 10⁶ ulps
     # 16-bit storage, float32 accumulation: the sum length counts in float32 ulps
     assert operand_magnitude(s, "bfloat16") == pytest.approx(
