@@ -28,10 +28,10 @@ case is; the floor keeps the bound from collapsing where primal_np happens to be
 nearly exact. Two correct float64 evaluations differ by rounding (u = 2⁻⁵³ per
 operation): 1e-10 is 10⁶ ulps, and still catches an error of 1e-8.
 
-**The operand magnitude** (``OperandScale(size, logit, length)`` from
+**The operand magnitude** (``OperandScale(size, logit, length, sensitivity)`` from
 ``primal_np.magnitudes``; docs/validation.md derives it):
 
-    A = size · ((1 + L) + (eps_acc / eps) · √n)    (low precisions),   A = size  (float64)
+    A = size · (1 + (eps_acc / eps) · √n) + L · W    (low precisions),   A = size  (float64)
 
 - *size* = max Z, the root-sum-square size of the terms the array is formed from (≥
   max|r|). An array that is zero in exact arithmetic — the key-bias gradient of any
@@ -44,7 +44,9 @@ operation): 1e-10 is 10⁶ ulps, and still catches an error of 1e-8.
   of a correct low-precision kernel therefore grows like max|S| · u: at |S| ~ 300 a
   correct float32 SDPA reached 2.86× a bound without L (k = 2), and k × primal_np's own
   error, one random sample of that conditioning, was too noisy a scale (1 seed in 20
-  failed even at k = 10).
+  failed even at k = 10). *W*, the sensitivity, is the array's first-order change per
+  unit of logit error: the sizes propagated with ∂P_ij/∂S_ij = P_ij (1 − P_ij) in place
+  of P, small where the softmax saturates.
 - *n*, the longest sum on the array's path: accumulated rounding grows like √n · u
   (probabilistically; n · u at worst). The modelled kernel accumulates in float32
   (eps_acc = 2⁻²³), so for bfloat16 and float16 the term is tiny: a bfloat16
@@ -63,25 +65,23 @@ intermediates (for example P before P·V) may need a larger k.
 
 Worked example (case dual_attention_masked, float32, array grad.q; NumPy 2.4 with
 OpenBLAS, PyTorch 2.13 CPU): max|r| = 1.3813, operand scale size 3.8035, L = 2.6597,
-n = 6, so A = 3.8035 · (3.6597 + √6) = 23.236; primal_np's own float32 error is
-1.7525e-07, so the bound is
+n = 6, W = 0.88393, so A = 3.8035 · (1 + √6) + 2.6597 · 0.88393 = 15.471; primal_np's
+own float32 error is 1.7525e-07, so the bound is
 
-    2 · 1.7525e-07 + 2 · 2⁻²³ · 23.236 + 1e-12 = 3.5049e-07 + 5.5399e-06 = 5.8904e-06
+    2 · 1.7525e-07 + 2 · 2⁻²³ · 15.471 + 1e-12 = 3.5049e-07 + 3.6886e-06 = 4.0391e-06
 
-(4.3e-06 relative). PyTorch's float32 ``scaled_dot_product_attention`` gradient is
-off by 2.5906e-07 and passes (0.044 of the bound); a gradient off by 1e-4 relative
-(1.4e-04) fails by a factor of 23.
+(2.9e-06 relative). PyTorch's float32 ``scaled_dot_product_attention`` gradient is
+off by 2.5906e-07 and passes (0.064 of the bound); a gradient off by 1e-4 relative
+(1.4e-04) fails by a factor of 34.
 
 Calibration (``benchmarks/validation_sweep.py``, 20 seeds of every default grid):
 every correct implementation tried — independent NumPy statements, PyTorch SDPA in
 float64/32/16 and bfloat16, ``torch.nn.MultiheadAttention``,
 ``jax.nn.dot_product_attention`` (float32, bfloat16), the PyTorch statement of the
-authors' layers and loss — stays below 0.75 of its bound (attention: 0.28); every
-planted bug fails where it shows, by ≥ 3× its bound (docs/validation.md lists them
-and the one exception). The bounds are first-order estimates and loose where the
-softmax saturates (a probability near 1 is insensitive to its logit, (1 + L) treats
-it as fully sensitive): at logits of ~300 the float32 bound is 10³–10⁴ times a correct
-kernel's error. ``atol`` adds an absolute slack for arrays of your own that are zero
+authors' layers and loss — stays below 0.74 of its bound (attention kernels: 0.24,
+``nn.MultiheadAttention``: 0.40); every planted bug fails where it shows, by ≥ 3× its
+bound but for one (docs/validation.md lists them). The bounds are first-order estimates with worst-case
+constants: a correct kernel lands at 0.01–0.3 of them, at logits of ~300 at 0.002–0.05. ``atol`` adds an absolute slack for arrays of your own that are zero
 in exact arithmetic and have no operand magnitude.
 """
 

@@ -6,11 +6,13 @@ array that is zero in exact arithmetic: the key-bias gradient of any softmax att
 layer is Σ_i dK_i = scale · Σ_i (Σ_j dS_ij) Q_i = 0 because every row of dS sums to zero,
 yet every correct implementation computes it as rounding noise of the size of the dK_i
 it sums. And A = max|r| ignores how the softmax amplifies the rounding of large logits.
-This module computes, per output and gradient, the operand magnitude
+This module computes, per output and gradient, the ``OperandScale(size, logit, length,
+sensitivity)`` that ``primal_np.compare`` turns into the operand magnitude
 
-    A = (1 + L) · max_i Z_i
+    A = max Z · (1 + (eps_acc / eps) · √n) + L · max W
 
-from the op's formulas, in float64, from the float64 inputs:
+from the op's formulas, in float64, from the float64 inputs (n, the longest sum on the
+array's path, is read off the shapes; docs/validation.md has the whole derivation):
 
 **Sizes Z (cancellation).** Every array x of the forward and backward gets a size
 Z_x ≥ |x| entry by entry: Z = |x| for an input, and for a computed array the larger of
@@ -36,9 +38,13 @@ error ≈ u·L times its size, with
 
     L = max over visible (i, j) of |scale| · Σ_l Z_Q,il Z_K,jl     (≥ max|S|)
 
-and the rounding part of the bound is floor_eps · eps · (1 + L) · max Z (the 1 is the
-ordinary rounding of the array itself). A correct float32 kernel at logits of a few
-hundred is off by ~1e-5 relative; a bound that ignores L fails it.
+and the rounding part of the bound gets a term L · W, where W is the array's first-order
+change per unit of logit error: the same propagation as Z with ∂P_ij/∂S_ij =
+P_ij (1 − P_ij) in place of P where the logits enter (W_O = sqrt((P(1−P))² Z_V²),
+W_δ = sqrt(Σ_l (P_il(1−P_il) Z_dP,il)²), W_dS = sqrt((P(1−P) ∘ |dP − δ|)² + (P ∘ W_δ)²),
+W_dQ = |scale| sqrt(W_dS² Z_K²), ...). A saturated softmax is insensitive to its logits
+and W is then far below Z. A correct float32 kernel at logits of a few hundred is off by
+~1e-5 relative; a bound that ignores L fails it.
 
 Formulas (dual.py; δ = rowsum(dO ∘ O)), sizes of inputs Z_Q, Z_K, Z_V, Z_dO:
 
