@@ -193,6 +193,14 @@ print("exit status:", proc.returncode)
 #   The bound is not guessed per precision: it is what the reference achieves on the same
 #   inputs, so it grows with the conditioning of the case.
 #
+# Here `compare` is called without `scales=`, so the floor is measured against $\max|r|$.
+# The adapters and the golden dual-attention cases measure it against each array's
+# *operand magnitude* $A \ge \max|r|$ instead — the size of the terms the array is formed
+# from, times the conditioning of the softmax at large logits and of long sums — so that
+# gradients that are zero in exact arithmetic (the key bias of any attention layer) and
+# logits in the hundreds raise no false alarms (docs/validation.md derives it); their
+# tables print the rule with $A$.
+#
 # The float32 candidate against the golden case, with the bound worked out per array:
 
 # %%
@@ -232,7 +240,7 @@ plt.show()
 #
 # `check_dual_attention(fn, backward=...)` draws inputs for each point of a grid
 # (batch and head axes, N ≠ M, N = 1, d = 1, random masks, a fully masked row, broadcast
-# masks, causal), rounds them to each precision, calls the candidate, and judges every
+# masks, causal, logits in the hundreds, sums of 512–1024 terms), rounds them to each precision, calls the candidate, and judges every
 # output and gradient with the policy above. The correct candidate:
 
 

@@ -39,15 +39,16 @@ def _cmd_golden_export(args: argparse.Namespace) -> int:
 
     names = args.case or None
     if names:
-        unknown = [n for n in names if n not in case_names()]
+        known = case_names(long=True)
+        unknown = [n for n in names if n not in known]
         if unknown:
-            return fail(f"--case: unknown case(s) {unknown}; known: {', '.join(case_names())}")
+            return fail(f"--case: unknown case(s) {unknown}; known: {', '.join(known)}")
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             return fail(f"--case {twice[0]} is given more than once")
     try:
         check_export_target(args.directory, names)  # before any case is built
-        cases = export(args.directory, names)
+        cases = export(args.directory, names, long=args.long)
     except GoldenExportError as exc:
         return fail(str(exc))
     except OSError as exc:  # the disk filled up, the directory vanished, ...
@@ -64,8 +65,9 @@ def _cmd_golden_check(args: argparse.Namespace) -> int:
 
     try:
         report = check_candidate(
-            args.directory, args.candidate, case=args.case, precision=args.dtype, k=args.k
-        )
+            args.directory, args.candidate, case=args.case, precision=args.dtype, k=args.k,
+            atol=args.atol,
+        )  # fmt: skip
     except (GoldenFormatError, ValueError) as exc:
         print(f"golden check: {exc}", file=sys.stderr)
         return 2
@@ -283,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument(
         "--case", action="append", metavar="NAME", help="export only this case (repeatable)"
     )
+    ge.add_argument(
+        "--long",
+        action="store_true",
+        help="also write the long-sequence cases (dual_attention_long: N = M = 4096, "
+        "causal, about 4 MB), left out by default",
+    )
     ge.set_defaults(func=_cmd_golden_export)
     gc = gsub.add_parser(
         "check",
@@ -290,9 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare a candidate .npz (the case's output.* / grad.* arrays, computed by "
         "the implementation under test from the case's input.*, param.* and cotangent.* "
         "arrays) with a case of DIR. Prints a table (array, max abs error, max rel error, "
-        "bound, pass/fail, worst index). float64: pass iff max|c-r| <= 1e-10*max|r| + 1e-12. "
-        "float32/float16/bfloat16: pass iff max|c-r| <= K*max|p-r| + 2*eps*max|r| + 1e-12, "
-        "p = primal_np's own result in that precision (docs/validation.md).",
+        "bound, pass/fail, worst index). float64: pass iff max|c-r| <= 1e-10*A + ATOL. "
+        "float32/float16/bfloat16: pass iff max|c-r| <= K*max|p-r| + 2*eps*A + ATOL, "
+        "p = primal_np's own result in that precision, A = max|r|, or for the dual-attention "
+        "cases max(max|r|, the operand magnitude) (docs/validation.md).",
         epilog="Exit status: 0 every array within its bound; 1 an array is outside its bound, "
         "missing, misshapen, of a wrong dtype or not finite (named in the table); 2 the "
         "directory or candidate could not be read (one-line error). Files are never "
@@ -319,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         metavar="K",
         help="low precision: allowed multiple of primal_np's own error (default 2)",
+    )
+    gc.add_argument(
+        "--atol",
+        type=finite_at_least(0.0),
+        default=1e-12,
+        metavar="ATOL",
+        help="absolute slack added to every bound (default 1e-12)",
     )
     gc.add_argument("--json", action="store_true", help="print the report as JSON")
     gc.set_defaults(func=_cmd_golden_check)

@@ -7,6 +7,9 @@ For one head, with Q ∈ R^{N×d}, K ∈ R^{M×d}, V ∈ R^{M×d_v}:
     O = P V                                (values act as dual variables)
 
 Time O(N·M·d), memory O(N·M): the N×M matrix P is formed and kept for the backward.
+With ``block_size`` the keys are visited in blocks (the online softmax of
+``primal_np.dual_blocked``): memory O(N·block_size), P never stored, the backward
+recomputes it block by block from the LSE.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from ._checks import (
     cache_of,
     check_finite,
     float_array,
+    positive_int,
     real_number,
     result_dtype,
     sum_to_shape,
     upstream,
 )
+from .dual_blocked import blocked_backward, blocked_forward
 from .primitives import _softmax_lse_inplace
 
 __all__ = [
@@ -44,17 +49,24 @@ class DualCache(NamedTuple):
     """What ``dual_attention`` keeps for its backward, and its public intermediates.
 
     attn: P, shape (..., N, M), rows sum to 1 over visible keys (all-zero rows where no key
-    is visible). lse: natural-log log-sum-exp of the scaled logits over visible keys,
-    shape (..., N); -inf on rows with no visible key.
+    is visible); **None** when the forward ran with ``block_size`` (P is never stored:
+    ``attention_weights(q, k, ...)`` forms it if you want it). lse: natural-log
+    log-sum-exp of the scaled logits over visible keys, shape (..., N); -inf on rows with
+    no visible key (the blocked backward recomputes P from it). mask, causal, block_size:
+    the forward's options, kept for the blocked backward (mask None and causal False in
+    an unblocked cache, whose backward does not need them).
     """
 
     q: np.ndarray
     k: np.ndarray
     v: np.ndarray
-    attn: np.ndarray
+    attn: np.ndarray | None
     lse: np.ndarray
     out: np.ndarray  # O, a copy: the returned array is the caller's to modify
     scale: float
+    mask: np.ndarray | None = None
+    causal: bool = False
+    block_size: int | None = None
 
 
 class DualGrads(NamedTuple):
@@ -162,6 +174,7 @@ def dual_attention(
     mask: np.ndarray | None = None,
     causal: bool = False,
     scale: float | None = None,
+    block_size: int | None = None,
 ) -> tuple[np.ndarray, DualCache]:
     """Canonical scaled dot-product (softmax) attention, dual form O = P V.
 
@@ -175,6 +188,11 @@ def dual_attention(
             PyTorch's ``scaled_dot_product_attention(is_causal=True)``); combined with
             ``mask`` by logical AND.
         scale: logit scale, default 1/sqrt(d).
+        block_size: None (default) forms P (..., N, M) and keeps it in the cache. A
+            positive integer streams over blocks of at most that many keys with a running
+            max and sum (the online softmax, ``primal_np.dual_blocked``): memory
+            O(N·block_size), ``cache.attn`` is None and the backward recomputes P block
+            by block. Same results up to rounding (≤ 1e-13 relative in float64).
 
     Leading axes (batch, heads) broadcast. Computes
 
@@ -196,6 +214,12 @@ def dual_attention(
     q, k, v, mask, batch = _check_inputs(q, k, v, mask, causal)
     scale = _check_scale(scale, q.shape[-1])
     dt = result_dtype(q, k, v)
+    if block_size is not None:
+        block_size = positive_int(block_size, "block_size")
+        causal = bool(causal)
+        out, lse = blocked_forward(q, k, v, mask, causal, scale, block_size, batch, dt)
+        cache = DualCache(q, k, v, None, lse, out.copy(), scale, mask, causal, block_size)
+        return out, cache
     p, lse = _probabilities(q, k, mask, causal, scale, batch, dt)
     out = np.matmul(p, v, dtype=dt)
     return out, DualCache(q, k, v, p, lse, out.copy(), scale)
@@ -211,9 +235,13 @@ def dual_attention_backward(dout: np.ndarray, cache: DualCache) -> DualGrads:
         dS = P ∘ (dP − rowsum(dP ∘ P))       (= P ∘ (dP − rowsum(dO ∘ O)))
         dQ = scale · dS K,   dK = scale · dSᵀ Q
 
-    Gradients of broadcast leading axes are summed back to each input's shape.
+    Gradients of broadcast leading axes are summed back to each input's shape. A cache
+    of the blocked forward (``block_size``; ``cache.attn`` is None) is differentiated
+    block by block, recomputing P_B = exp(S_B − lse) (``primal_np.dual_blocked``).
     """
     cache_of(cache, DualCache, "dual_attention")
+    if cache.attn is None:
+        return DualGrads(*blocked_backward(dout, cache))
     return _dual_attention_backward(dout, cache)
 
 
@@ -222,7 +250,9 @@ def _dual_attention_backward(
 ) -> DualGrads:
     """``dual_attention_backward``; with ``out = (dq, dk, dv)`` (views the caller owns, of the
     full broadcast shapes) the three gradients are written there instead of new arrays."""
-    q, k, v, p, _, o, scale = cache
+    q, k, v, p, o, scale = cache.q, cache.k, cache.v, cache.attn, cache.out, cache.scale
+    if p is None:
+        raise ValueError("a blocked cache (block_size) has no P; use dual_attention_backward")
     dt = p.dtype
     dout = upstream(dout, "dout", (*p.shape[:-1], v.shape[-1]), dt)
     dq, dk, dv = (None, None, None) if out is None else out

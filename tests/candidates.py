@@ -5,7 +5,14 @@ means two implementations agree, and with switches that plant the classic bugs:
 
 - ``empty_row_guard=False``: the naive softmax exp(s − max s) / Σ on a row with no
   visible key computes (−inf) − (−inf) = NaN;
-- ``rowsum_term=False``: the softmax backward dS = P ∘ dP, missing − rowsum(dP ∘ P).
+- ``rowsum_term=False``: the softmax backward dS = P ∘ dP, missing − rowsum(dP ∘ P);
+- ``max_shift=False``: exp(s) / Σ exp(s) without subtracting the row maximum: exp
+  overflows to inf (inf / inf = NaN) once a logit passes 88.7 in float32 (709.8 in
+  float64);
+- ``accumulate="bfloat16"``: every sum (over keys, queries or features) is accumulated
+  in a bfloat16 register: the running sum is rounded to bfloat16 after each addition
+  (a kernel that stores its accumulator in the input precision); products and exp are
+  float32.
 """
 
 from __future__ import annotations
@@ -15,44 +22,76 @@ import math
 import numpy as np
 
 
-def _probs(q, k, mask, causal, scale, empty_row_guard):
+def _bf16(x):
+    """Round float32 values to bfloat16 (nearest, ties to even), kept as float32."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    bits = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+    return (bits & np.uint32(0xFFFF0000)).view(np.float32)
+
+
+def _acc_matmul(a, b):
+    """a @ b with the running sum over the contracted index rounded to bfloat16 each step."""
+    acc = np.zeros(np.broadcast_shapes(a.shape[:-1] + (1,), b.shape[:-2] + (1, b.shape[-1])))
+    acc = acc.astype(np.float32)
+    for t in range(a.shape[-1]):
+        acc = _bf16(acc + a[..., :, t : t + 1] * b[..., t : t + 1, :])
+    return acc
+
+
+def _mm(a, b, accumulate):
+    return np.matmul(a, b) if accumulate is None else _acc_matmul(a, b)
+
+
+def _row_sum(x, accumulate):
+    if accumulate is None:
+        return x.sum(axis=-1, keepdims=True)
+    return _acc_matmul(x, np.ones((x.shape[-1], 1), dtype=x.dtype))
+
+
+def _probs(q, k, mask, causal, scale, empty_row_guard, max_shift=True, accumulate=None):
     n, m, d = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    s = np.einsum("...nd,...md->...nm", q, k) * q.dtype.type(scale)
+    s = _mm(q, np.swapaxes(k, -1, -2), accumulate) * q.dtype.type(scale)
     visible = np.ones((n, m), bool) if mask is None else np.asarray(mask, bool)
     if causal:
         visible = visible & (np.arange(m)[None, :] <= np.arange(n)[:, None])
     s = np.where(visible, s, -np.inf)
-    top = s.max(axis=-1, keepdims=True)
+    top = s.max(axis=-1, keepdims=True) if max_shift else np.zeros_like(s[..., :1])
     if empty_row_guard:
         top = np.where(np.isfinite(top), top, 0)
-    with np.errstate(invalid="ignore"):  # the naive variant makes NaN here on purpose
+    with np.errstate(invalid="ignore", over="ignore"):  # the buggy variants make NaN / inf
         e = np.exp(s - top)
-        z = e.sum(axis=-1, keepdims=True)
+        z = _row_sum(e, accumulate)
         if empty_row_guard:
             return np.divide(e, z, out=np.zeros_like(e), where=z > 0), scale
         return e / z, scale
 
 
-def attention(q, k, v, mask=None, causal=False, scale=None, *, empty_row_guard=True):
+def attention(
+    q, k, v, mask=None, causal=False, scale=None, *, empty_row_guard=True, max_shift=True,
+    accumulate=None,
+):  # fmt: skip
     """out = softmax(scale · q kᵀ over visible keys) v, computed in q's dtype."""
-    p, _ = _probs(q, k, mask, causal, scale, empty_row_guard)
-    return np.einsum("...nm,...me->...ne", p, v)
+    p, _ = _probs(q, k, mask, causal, scale, empty_row_guard, max_shift, accumulate)
+    with np.errstate(invalid="ignore"):
+        return _mm(p, v, accumulate)
 
 
 def attention_backward(
-    q, k, v, mask, causal, scale, dout, *, empty_row_guard=True, rowsum_term=True
-):
+    q, k, v, mask, causal, scale, dout, *, empty_row_guard=True, rowsum_term=True,
+    max_shift=True, accumulate=None,
+):  # fmt: skip
     """(dq, dk, dv) of Σ dout ∘ out, recomputing P."""
-    p, scale = _probs(q, k, mask, causal, scale, empty_row_guard)
+    p, scale = _probs(q, k, mask, causal, scale, empty_row_guard, max_shift, accumulate)
     dout = dout.astype(q.dtype)
-    dv = np.einsum("...nm,...ne->...me", p, dout)
-    dp = np.einsum("...ne,...me->...nm", dout, v)
-    if rowsum_term:
-        dp = dp - (dp * p).sum(axis=-1, keepdims=True)
-    ds = p * dp
-    dq = np.einsum("...nm,...md->...nd", ds, k) * q.dtype.type(scale)
-    dk = np.einsum("...nm,...nd->...md", ds, q) * q.dtype.type(scale)
+    with np.errstate(invalid="ignore"):
+        dv = _mm(np.swapaxes(p, -1, -2), dout, accumulate)
+        dp = _mm(dout, np.swapaxes(v, -1, -2), accumulate)
+        if rowsum_term:
+            dp = dp - _row_sum(dp * p, accumulate)
+        ds = p * dp
+        dq = _mm(ds, k, accumulate) * q.dtype.type(scale)
+        dk = _mm(np.swapaxes(ds, -1, -2), q, accumulate) * q.dtype.type(scale)
     return dq, dk, dv
 
 
@@ -318,3 +357,59 @@ def primal_layer_backward(x, sd, mask, config, dout, eta, **bugs):
             g[f"b{t}"] = d.sum(axis=(0, 1))
             dx = dx + np.einsum("bne,ed->bnd", d, P[f"w{t}"])
     return {"x": dx} | {_NAMES[v][role]: g[role] for role in P}
+
+
+# --------------------------------------------------------------------------- multi-head attention
+# check_multi_head_attention's candidate on PyTorch's state dict, from the attention above.
+# Planted bugs: ``bug="padding_polarity"`` (the key padding mask taken as PyTorch's, True =
+# padding, without inverting it), ``bug="scale_by_dim"`` (logits scaled by 1/sqrt(D) instead
+# of 1/sqrt(p)), ``bug="bias_v"`` (the value bias's gradient off by 1e-4 relative).
+def _mha_parts(x, sd, key_padding_mask, attn_mask, causal, num_heads, bug):
+    B, N, D = x.shape
+    p = D // num_heads
+    w, b = np.split(sd["in_proj_weight"], 3), np.split(sd["in_proj_bias"], 3)
+    heads = [_split(x @ w[i].T + b[i], num_heads) for i in range(3)]  # (B, H, N, p)
+    vis = np.ones((B, 1, N, N), bool)
+    if attn_mask is not None:
+        vis = vis & attn_mask
+    if key_padding_mask is not None:
+        keys = ~key_padding_mask if bug == "padding_polarity" else key_padding_mask
+        vis = vis & keys[:, None, None, :]
+    scale = 1.0 / math.sqrt(D if bug == "scale_by_dim" else p)
+    return w, heads, vis, scale
+
+
+def mha(x, sd, key_padding_mask, attn_mask, causal, num_heads, *, bug=None):
+    """fn of check_multi_head_attention: y = merge(softmax(Q Kᵀ/√p) V) W_oᵀ + b_o."""
+    _, (q, k, v), vis, scale = _mha_parts(
+        x, sd, key_padding_mask, attn_mask, causal, num_heads, bug
+    )
+    o = _join(attention(q, k, v, vis, causal, scale))
+    return o @ sd["out_proj.weight"].T + sd["out_proj.bias"]
+
+
+def mha_backward(x, sd, key_padding_mask, attn_mask, causal, num_heads, dout, *, bug=None):
+    """backward of check_multi_head_attention: gradients keyed like the state dict, and "x"."""
+    w, (q, k, v), vis, scale = _mha_parts(
+        x, sd, key_padding_mask, attn_mask, causal, num_heads, bug
+    )
+    dout = dout.astype(x.dtype)
+    o = _join(attention(q, k, v, vis, causal, scale))
+    x2, o2, d2 = (
+        x.reshape(-1, x.shape[-1]),
+        o.reshape(-1, o.shape[-1]),
+        dout.reshape(-1, x.shape[-1]),
+    )
+    do = _split(dout @ sd["out_proj.weight"], num_heads)
+    grads = [_join(g) for g in attention_backward(q, k, v, vis, causal, scale, do)]
+    dw = [g.reshape(-1, g.shape[-1]).T @ x2 for g in grads]
+    db = [g.reshape(-1, g.shape[-1]).sum(axis=0) for g in grads]
+    if bug == "bias_v":
+        db[2] = db[2] * (1 + 1e-4)
+    return {
+        "x": sum(g @ w[i] for i, g in enumerate(grads)),
+        "in_proj_weight": np.concatenate(dw),
+        "in_proj_bias": np.concatenate(db),
+        "out_proj.weight": d2.T @ o2,
+        "out_proj.bias": d2.sum(axis=0),
+    }

@@ -87,3 +87,34 @@ def layer_backward(x, state_dict, mask, config, dout, eta):
     tx, sd, y, _, loss = _layer(x, state_dict, mask, config, grad=True)
     (torch.sum(y * torch.from_numpy(dout)) + eta * loss).backward()
     return {"x": tx.grad.numpy()} | {k: v.grad.numpy() for k, v in sd.items()}
+
+
+def multi_head_attention(x, state_dict, key_padding_mask, attn_mask, causal, num_heads, dout=None):
+    """check_multi_head_attention's fn (and, with dout, backward) around
+    ``torch.nn.MultiheadAttention`` (docs/validation.md): its state dict as given, primal_np's
+    mask polarity (True = may attend / real token) inverted for torch (True = hidden), the
+    causal triangle folded into the attention mask; bfloat16 from ``current_precision()``."""
+    from primal_np.adapters import current_precision
+
+    dt = torch.bfloat16 if current_precision() == "bfloat16" else getattr(torch, x.dtype.name)
+    layer = torch.nn.MultiheadAttention(x.shape[-1], num_heads, batch_first=True, dtype=dt)
+    layer.load_state_dict({k: torch.from_numpy(v).to(dt) for k, v in state_dict.items()})
+    tx = torch.from_numpy(x).to(dt).requires_grad_(dout is not None)
+    if causal:
+        tri = np.tri(x.shape[1], dtype=bool)
+        attn_mask = tri if attn_mask is None else attn_mask & tri
+    kw = {"need_weights": False}
+    if key_padding_mask is not None:
+        kw["key_padding_mask"] = torch.from_numpy(~key_padding_mask)
+    if attn_mask is not None:
+        kw["attn_mask"] = torch.from_numpy(~attn_mask)
+    out, _ = layer(tx, tx, tx, **kw)
+    host = (
+        (lambda a: a.detach().float().numpy())
+        if dt == torch.bfloat16
+        else (lambda a: a.detach().numpy())
+    )
+    if dout is None:
+        return host(out)
+    out.backward(torch.from_numpy(dout).to(dt))
+    return {"x": host(tx.grad)} | {n: host(p.grad) for n, p in layer.named_parameters()}

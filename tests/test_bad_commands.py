@@ -30,6 +30,7 @@ from test_train_robust import TRAIN_FLAG_CASES
 
 import primal_np.bench.command as bench_command
 import primal_np.golden as golden
+import primal_np.golden.check as golden_check
 from primal_np import verify
 from primal_np.cli import build_parser, main
 from primal_np.model import steps as steps_mod
@@ -132,6 +133,10 @@ COMMAND_CASES = [CommandCase(*row) for row in [
     ("check-k-nan", [*G, "--k", "nan"], 2, "--k", r"argument --k: must be a finite number >= 0, got 'nan'"),
     ("check-k-text", [*G, "--k", "two"], 2, "--k", r"argument --k: must be a number, got 'two'"),
     ("check-json-with-value", [*G, "--json=1"], 2, "--json", r"argument --json: ignored explicit argument '1'"),
+    ("check-atol-negative", [*G, "--atol", "-1"], 2, "--atol", r"argument --atol: must be a finite number >= 0"),
+    ("check-atol-nan", [*G, "--atol", "nan"], 2, "--atol", r"argument --atol: must be a finite number >= 0"),
+    ("check-atol-text", [*G, "--atol", "tiny"], 2, "--atol", r"argument --atol: must be a number, got 'tiny'"),
+    ("export-long-with-value", ["golden", "export", "{dir}", "--long=1"], 2, "--long", r"argument --long: ignored explicit argument '1'"),
     # ---------------------------------------------------------------- bench
     ("bench-sizes-zero", ["bench", "--sizes", "0"], 2, "--sizes", r"argument --sizes: must be sequence lengths N,N,\.\.\. \(each an integer >= 1\), got '0'"),
     ("bench-sizes-negative", ["bench", "--sizes", "512,-4"], 2, "--sizes", r"argument --sizes: .* got '512,-4'"),
@@ -163,8 +168,6 @@ COMMAND_CASES = [CommandCase(*row) for row in [
 # Flags that other branches are adding; the lead empties this list when they are merged
 # (with their rows). "*": the whole subcommand. Nothing that exists on this branch.
 PENDING_FLAGS = {
-    ("golden check", "--atol"),
-    ("golden export", "--long"),
     ("reproduce", "*"),
 }
 
@@ -190,6 +193,7 @@ def no_work(monkeypatch):
         raise AssertionError("work started before the arguments were checked")
 
     monkeypatch.setattr(golden, "build_case", forbidden)
+    monkeypatch.setattr(golden_check, "build_case", forbidden)  # bound at its import
     monkeypatch.setattr(bench_command, "run_bench", forbidden)
     monkeypatch.setattr(steps_mod, "loss_and_grads", forbidden)
     monkeypatch.setattr(verify, "_REGISTRY", [("demo", lambda: verify.result("demo row", 0, 1))])
@@ -296,7 +300,7 @@ def test_export_of_every_case_replaces_another_versions_manifest(tmp_path, monke
     d.mkdir()
     _write_manifest(d, {"format": golden.FORMAT, "version": golden.VERSION,
                         "primal_np_version": "0.0.0-other", "cases": []})  # fmt: skip
-    monkeypatch.setattr(golden, "case_names", lambda: [CASE])
+    monkeypatch.setattr(golden, "case_names", lambda long=False: [CASE])
     golden.export(d)
     m = _manifest(d)
     assert [c["name"] for c in m["cases"]] == [CASE] and m["primal_np_version"] != "0.0.0-other"

@@ -321,7 +321,7 @@ GOOD: dict[str, Callable[[Any], dict]] = {
     "merge_heads": lambda tmp: dict(x=rnd(2, 2, 3, 2)),
     # dual
     "attention_weights": lambda tmp: {k: v for k, v in _dual().items() if k != "v"},
-    "dual_attention": lambda tmp: _dual(),
+    "dual_attention": lambda tmp: _dual(block_size=2),
     "dual_attention_backward": lambda tmp: _bwd(pn.dual_attention, _dual(), "dout"),
     # equivalence
     "stationary_point": lambda tmp: _x_w() | dict(s=2, feature_map="cosine", map_params=None),
@@ -501,6 +501,7 @@ CASES: list[Row] = [Row(*r) if not isinstance(r, Row) else r for r in [
     ("dual_attention", "mask", UP, V, r"^mask has shape \(3, 5, 1\); it must broadcast to"),
     *flag("dual_attention", "causal"),
     *real("dual_attention", "scale"),
+    *integer("dual_attention", "block_size"),
     *arrays("attention_weights", "q", "k"),
     ("attention_weights", "k", BATCH3, V, r"^leading \(batch/head\) axes do not broadcast"),
     ("attention_weights", "q", FLAT, V, r"^q must have at least 2 dimensions"),

@@ -334,3 +334,65 @@ def test_layer_case_torch_candidate_passes_in_float64_and_float32(
         code, out, err = _run(capsys, golden_layers, "--candidate", path, *flags)
         assert code == 0 and err == "", out
         assert f"precision {np.dtype(dtype).name}" in out and "PASS (16 arrays)" in out
+
+
+# --------------------------------------------------------------------------- large logits, long case
+def _case_candidate(golden, case, dtype, **bugs):
+    """A dual-attention case's outputs and grads from tests/candidates.py, with the case's scale."""
+    cases = json.loads((golden / "manifest.json").read_text())["cases"]
+    config = next(c["config"] for c in cases if c["name"] == case)
+    a = load_arrays(golden / f"{case}.npz")
+    q, k, v, cot = (a[n].astype(dtype) for n in ("input.q", "input.k", "input.v", "cotangent.out"))
+    args = (q, k, v, a.get("input.mask"), config["causal"], config["scale"])
+    dq, dk, dv = C.attention_backward(*args, cot, **bugs)
+    return {"output.out": C.attention(*args, **bugs), "grad.q": dq, "grad.k": dk, "grad.v": dv}
+
+
+def test_large_logits_case_passes_a_correct_float32_kernel_and_fails_one_without_max_shift(
+    tmp_path, capsys
+):
+    export(tmp_path, ["dual_attention_large_logits"])
+    config = json.loads((tmp_path / "manifest.json").read_text())["cases"][0]["config"]
+    a = load_arrays(tmp_path / "dual_attention_large_logits.npz")
+    logits = config["scale"] * np.einsum("...nd,...md->...nm", a["input.q"], a["input.k"])
+    assert logits[a["input.mask"]].max() > 2 * 88.7  # float32 exp overflows beyond 88.7
+    good = tmp_path / "dual_attention_large_logits.f32.npz"
+    np.savez(good, **_case_candidate(tmp_path, "dual_attention_large_logits", np.float32))
+    code, out, _ = _run(capsys, tmp_path, "--candidate", good)
+    assert code == 0 and "precision float32" in out and "A = max(max|r|, operand magnitude)" in out
+    bad = tmp_path / "dual_attention_large_logits.noshift.npz"
+    cand = _case_candidate(tmp_path, "dual_attention_large_logits", np.float32, max_shift=False)
+    np.savez(bad, **cand)
+    code, out, err = _run(capsys, tmp_path, "--candidate", bad)
+    assert code == 1 and "output.out: " in err and "NaN" in err
+
+
+def test_atol_flag_widens_every_bound(golden, tmp_path, capsys):
+    cand = _candidate(golden, "dual_attention")
+    cand["grad.v"] = cand["grad.v"] + 1e-6
+    np.savez(tmp_path / "dual_attention.npz", **cand)
+    code, _, err = _run(capsys, golden, "--candidate", tmp_path / "dual_attention.npz")
+    assert code == 1 and "grad.v: outside bound" in err
+    code, out, _ = _run(
+        capsys, golden, "--candidate", tmp_path / "dual_attention.npz", "--atol", "1e-5"
+    )
+    assert code == 0 and "+ 1e-05" in out
+
+
+def test_long_case_only_with_the_long_flag_and_checkable(tmp_path, capsys):
+    assert "dual_attention_long" not in case_names()
+    assert "dual_attention_long" in case_names(long=True)
+    assert main(["golden", "export", str(tmp_path), "--long", "--case", "dual_attention_long"]) == 0
+    capsys.readouterr()
+    (case,) = json.loads((tmp_path / "manifest.json").read_text())["cases"]
+    assert case["name"] == "dual_attention_long" and case["config"]["causal"] is True
+    assert "block_size=512" in case["config"]["reference"]
+    assert (tmp_path / "dual_attention_long.npz").stat().st_size < 5_000_000
+    a = load_arrays(tmp_path / "dual_attention_long.npz")
+    assert a["input.q"].shape == (1, 1, 4096, 16) and a["grad.k"].shape == (1, 1, 4096, 16)
+    # a float64 candidate off by 1e-8 relative in one gradient fails, naming it
+    cand = {n: x for n, x in a.items() if n.split(".")[0] in ("output", "grad")}
+    cand["grad.q"] = cand["grad.q"] * (1 + 1e-8)
+    np.savez(tmp_path / "dual_attention_long.off.npz", **cand)
+    code, out, err = _run(capsys, tmp_path, "--candidate", tmp_path / "dual_attention_long.off.npz")
+    assert code == 1 and err.strip().endswith("grad.q: outside bound")

@@ -21,25 +21,45 @@ and each precision p:
    low precisions the bound uses primal_np's own result in p (``emulate_precision``).
 
 A candidate that raises, returns NaN or the wrong shape fails that grid point with
-the problem named; it never aborts the run.
+the problem named; it never aborts the run. The report keeps the exception's type and
+message and the innermost frame of the caller's own code (``describe_exception``).
+
+**The precision being checked.** While a candidate runs, ``current_precision()`` returns
+the precision of the current check ("float64", "float32", "float16" or "bfloat16"), and a
+candidate (forward or backward) whose signature has a parameter named ``precision``
+receives it as the keyword ``precision=``. Use it where the arrays' dtype cannot say it:
+bfloat16 arrives as float32 arrays holding bfloat16 values (NumPy has no bfloat16).
+
+**Operand magnitudes.** A spec may give ``magnitudes(tensors, options, cotangents)``, the
+operand magnitude A of each output and gradient (``primal_np.magnitudes``): the rounding
+part of the bound is then floor_eps · eps · max(max|r|, A) instead of floor_eps · eps ·
+max|r|, so that arrays that are zero in exact arithmetic and large logits raise no false
+alarm.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import inspect
 import json
+import os
+import sysconfig
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..compare import (
+    ATOL,
     DEFAULT_K,
     FLOOR_EPS,
     PRECISIONS,
     ArrayResult,
     CompareReport,
+    OperandScale,
     compare,
     emulate_precision,
     round_to_precision,
@@ -53,6 +73,8 @@ __all__ = [
     "GridResult",
     "AdapterReport",
     "check_callable",
+    "current_precision",
+    "describe_exception",
 ]
 
 Arrays = dict[str, np.ndarray]
@@ -82,6 +104,9 @@ class OpSpec:
             ``ksvd_loss``); the others are required.
         floor_eps: the rounding floor of the low-precision rule, in units of
             eps · max|r| (``primal_np.compare``; 2 unless the op says why not).
+        magnitudes: ``magnitudes(tensors, options, cotangents) -> {array name: A}``,
+            the operand magnitude of each ``output.*`` / ``grad.*`` array from the
+            float64 inputs (``primal_np.magnitudes``); None: the rules use max|r|.
     """
 
     name: str
@@ -93,6 +118,7 @@ class OpSpec:
     cotangents: tuple[str, ...] | None = None
     optional: tuple[str, ...] = ()
     floor_eps: float = FLOOR_EPS
+    magnitudes: Callable[[Arrays, dict, Arrays], dict[str, OperandScale]] | None = None
 
 
 OPS: dict[str, OpSpec] = {}
@@ -165,6 +191,95 @@ class AdapterReport:
         return "\n".join(lines)
 
 
+_PRECISION: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "primal_np_adapter_precision", default=None
+)
+
+
+def current_precision() -> str | None:
+    """The precision being checked while a ``check_*`` call runs the candidate, else None.
+
+    "float64", "float32", "float16" or "bfloat16". For "bfloat16" the candidate receives
+    float32 arrays holding bfloat16 values: convert them (``torch.from_numpy(a).to(
+    torch.bfloat16)``, ``jnp.asarray(a, jnp.bfloat16)``) — exact — and return float32.
+    """
+    return _PRECISION.get()
+
+
+@contextlib.contextmanager
+def _checking(precision: str) -> Iterator[None]:
+    token = _PRECISION.set(precision)
+    try:
+        yield
+    finally:
+        _PRECISION.reset(token)
+
+
+def _takes_precision(fn: Callable) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins, some C callables
+        return False
+    p = params.get("precision")
+    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+
+
+def _with_precision(fn: Callable, precision: str) -> Callable:
+    """``fn`` with ``precision=`` bound when its signature has that parameter."""
+    if not _takes_precision(fn):
+        return fn
+
+    def call(*args, **kwargs):
+        return fn(*args, precision=precision, **kwargs)
+
+    return call
+
+
+_LIBRARY_DIRS = tuple(
+    os.path.normcase(os.path.realpath(p))
+    for p in {
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # primal_np itself
+        sysconfig.get_paths()["stdlib"],
+        sysconfig.get_paths()["purelib"],
+        sysconfig.get_paths()["platlib"],
+    }
+)
+
+
+def _is_user_frame(filename: str) -> bool:
+    """Not primal_np, the standard library or an installed package (site-packages)."""
+    if filename.startswith("<") and filename not in ("<stdin>", "<string>"):
+        return False  # <frozen ...>, <__array_function__ internals>
+    path = os.path.normcase(os.path.realpath(filename))
+    return not any(path.startswith(d + os.sep) for d in _LIBRARY_DIRS) and (
+        "site-packages" not in path and "dist-packages" not in path
+    )
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message (at file:line in function: source)`` for a candidate's exception.
+
+    The message is ``str(exc)`` (its first 5 lines), not the last line of the formatted
+    exception: JAX, for one, appends a note about removed frames there. The frame is the
+    innermost one of the caller's own code (not primal_np, the standard library or an
+    installed package), else the innermost frame of the traceback.
+    """
+    msg = str(exc).strip()
+    lines = msg.splitlines()
+    if len(lines) > 5:
+        msg = "\n".join(lines[:5]) + " [...]"
+    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if _is_user_frame(f.filename)]
+    frame = user[-1] if user else (frames[-1] if frames else None)
+    if frame is not None:
+        where = f"{frame.filename}:{frame.lineno} in {frame.name}"
+        if frame.line:
+            where += f": {frame.line.strip()}"
+        text += f" (at {where})"
+    return text
+
+
 def _failed(names: list[str], precision: str, title: str, why: str) -> CompareReport:
     rows = [ArrayResult(n, False, why) for n in names]
     return CompareReport(precision, "(not compared: the candidate raised)", rows, title)
@@ -186,6 +301,7 @@ def check_callable(
     k: float = DEFAULT_K,
     seed: int = 0,
     floor_eps: float | None = None,
+    atol: float = ATOL,
 ) -> AdapterReport:
     """Check ``fn`` (and ``backward``, if given) against primal_np over ``grid`` × ``dtypes``.
 
@@ -198,6 +314,10 @@ def check_callable(
         k: the low-precision factor of the comparison rule.
         seed: inputs and cotangents of point i come from ``default_rng([seed, i])``.
         floor_eps: the low-precision rounding floor (default: ``spec.floor_eps``).
+        atol: the absolute slack of both rules (``primal_np.compare``; default 1e-12).
+
+    While the candidate runs, ``current_precision()`` names the precision checked, and
+    ``fn`` / ``backward`` receive it as ``precision=`` if their signature has it.
 
     Returns an ``AdapterReport`` (``.ok``, ``str()``, ``.to_json()``, ``.assert_ok()``).
     """
@@ -224,6 +344,7 @@ def check_callable(
             if spec.cotangents is None or n in spec.cotangents
         }
         reference = _prefixed(outs, vjp(cots) if backward is not None else None)
+        scales = None if spec.magnitudes is None else spec.magnitudes(tensors, options, cots)
 
         def run(arrays: Arrays, dtype: np.dtype, options: dict = options) -> Arrays:
             t = {n.split(".", 1)[1]: a for n, a in arrays.items() if n.startswith("input.")}
@@ -238,13 +359,15 @@ def check_callable(
             t_dt = {n: round_to_precision(a, dt) for n, a in tensors.items()}
             c_dt = {n: round_to_precision(c, dt) for n, c in cots.items()}
             try:
-                outs_c = spec.call(fn, t_dt, options)
-                cand = {f"output.{n}": np.asarray(a) for n, a in outs_c.items()}
-                if backward is not None:
-                    grads = spec.call_backward(backward, t_dt, options, c_dt)
-                    cand |= {f"grad.{n}": np.asarray(g) for n, g in grads.items()}
+                with _checking(dt):
+                    outs_c = spec.call(_with_precision(fn, dt), t_dt, options)
+                    cand = {f"output.{n}": np.asarray(a) for n, a in outs_c.items()}
+                    if backward is not None:
+                        bwd = _with_precision(backward, dt)
+                        grads = spec.call_backward(bwd, t_dt, options, c_dt)
+                        cand |= {f"grad.{n}": np.asarray(g) for n, g in grads.items()}
             except Exception as exc:  # a crashing candidate is a failing grid point
-                why = "candidate raised " + traceback.format_exception_only(exc)[-1].strip()
+                why = "candidate raised " + describe_exception(exc)
                 report.results.append(
                     GridResult(str(point), dt, _failed(list(reference), dt, title, why))
                 )
@@ -253,8 +376,8 @@ def check_callable(
             names = [n for n in reference if n not in skip]
             own = None if dt == "float64" else emulate_precision(run, inputs, dt)
             rep = compare(
-                cand, reference, precision=dt, own=own, k=k, floor_eps=floor, names=names,
-                title=title,
+                cand, reference, precision=dt, own=own, k=k, floor_eps=floor, atol=atol,
+                scales=scales, names=names, title=title,
             )  # fmt: skip
             report.results.append(GridResult(str(point), dt, rep))
     return report

@@ -7,11 +7,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compare import DEFAULT_K
+from ..compare import ATOL, DEFAULT_K, OperandScale
 from ..dual import dual_attention, dual_attention_backward
+from ..magnitudes import attention_magnitudes
 from .core import OPS, AdapterReport, Arrays, OpSpec, check_callable, register_op
 
-__all__ = ["AttentionPoint", "DUAL_ATTENTION_GRID", "check_dual_attention"]
+__all__ = [
+    "AttentionPoint",
+    "DUAL_ATTENTION_GRID",
+    "LARGE_LOGIT_POINTS",
+    "LONG_SUM_POINTS",
+    "check_dual_attention",
+]
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,9 @@ class AttentionPoint:
     mask: None; "random" (shape ``(*batch, n, m)``, every row sees a key); "empty-row"
     (same, one query row of the first batch element sees no key); "broadcast" (shape
     (n, m), shared by all batch elements and heads, with a fully masked row).
+    q, k are standard normal; v is standard normal plus ``v_mean`` (values with a common
+    offset, as post-activation features have: their weighted sums over keys do not
+    cancel, so the accumulation precision shows).
     """
 
     batch: tuple[int, ...] = (2, 3)
@@ -31,12 +41,14 @@ class AttentionPoint:
     mask: str | None = None
     causal: bool = False
     scale: float | None = None
+    v_mean: float = 0.0
 
     def __str__(self) -> str:
         s = f"batch={self.batch} N={self.n} M={self.m} d={self.d} dv={self.dv}"
         s += f" mask={self.mask}" if self.mask else ""
         s += " causal" if self.causal else ""
-        return s + (f" scale={self.scale:g}" if self.scale is not None else "")
+        s += f" scale={self.scale:g}" if self.scale is not None else ""
+        return s + (f" v_mean={self.v_mean:g}" if self.v_mean else "")
 
 
 # No point has M = 1 or causal with N = 1: there dq (and dk) vanish in exact arithmetic
@@ -53,14 +65,25 @@ DUAL_ATTENTION_GRID = (
     AttentionPoint(n=6, m=6, mask="broadcast", causal=True),
     AttentionPoint(batch=(), n=8, m=8, d=8, dv=8),
     AttentionPoint(batch=(3,), n=16, m=12, d=8, dv=5, mask="empty-row"),
+    # large logits, |S| up to a few hundred: exp overflows float32 without the max-shift
+    # (above 88.7), and a correct kernel's error grows like max|S|·eps (the bound's L)
+    AttentionPoint(scale=40.0),
+    AttentionPoint(n=6, m=6, causal=True, scale=40.0),
+    AttentionPoint(mask="empty-row", scale=25.0),
+    # long sums (M ≥ 512) at near-uniform attention over values with an offset: the
+    # weighted sums do not cancel, so a bfloat16 accumulator shows (float32 ones pass)
+    AttentionPoint(batch=(), n=64, m=1024, d=16, dv=8, scale=0.05, v_mean=1.0),
+    AttentionPoint(batch=(), n=512, m=512, d=16, dv=8, scale=0.05, v_mean=1.0),
 )
+LARGE_LOGIT_POINTS = DUAL_ATTENTION_GRID[11:14]
+LONG_SUM_POINTS = DUAL_ATTENTION_GRID[14:16]
 
 
 def _draw_attention(p: AttentionPoint, rng: np.random.Generator) -> tuple[Arrays, dict]:
     tensors = {
         "q": rng.standard_normal((*p.batch, p.n, p.d)),
         "k": rng.standard_normal((*p.batch, p.m, p.d)),
-        "v": rng.standard_normal((*p.batch, p.m, p.dv)),
+        "v": rng.standard_normal((*p.batch, p.m, p.dv)) + p.v_mean,
     }
     mask = None
     if p.mask is not None:
@@ -85,6 +108,10 @@ def _attention_reference(t: Arrays, o: dict) -> tuple[Arrays, Callable[[Arrays],
     return {"out": out}, vjp
 
 
+def _attention_magnitudes(t: Arrays, o: dict, cot: Arrays) -> dict[str, OperandScale]:
+    return attention_magnitudes(t["q"], t["k"], t["v"], cot["out"], **o)
+
+
 def _call_attention(fn: Callable, t: Arrays, o: dict) -> Arrays:
     return {"out": fn(t["q"], t["k"], t["v"], o["mask"], o["causal"], o["scale"])}
 
@@ -102,6 +129,7 @@ register_op(
         _call_attention,
         _call_attention_backward,
         _attention_reference,
+        magnitudes=_attention_magnitudes,
     )
 )
 
@@ -114,6 +142,7 @@ def check_dual_attention(
     dtypes: Sequence[str] = ("float64", "float32"),
     k: float = DEFAULT_K,
     seed: int = 0,
+    atol: float = ATOL,
 ) -> AdapterReport:
     """Check a canonical (softmax) attention implementation against ``dual_attention``.
 
@@ -127,5 +156,6 @@ def check_dual_attention(
     a fully masked row, causal). See ``check_callable`` for the other arguments.
     """
     return check_callable(
-        OPS["dual_attention"], fn, backward=backward, grid=grid, dtypes=dtypes, k=k, seed=seed
-    )
+        OPS["dual_attention"], fn, backward=backward, grid=grid, dtypes=dtypes, k=k, seed=seed,
+        atol=atol,
+    )  # fmt: skip

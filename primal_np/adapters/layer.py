@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compare import DEFAULT_K
+from ..compare import ATOL, DEFAULT_K
 from ..ksvd_loss import ksvd_loss, ksvd_terms_from_cache
 from ..layer import primal_attention
 from ..objective import layer_objective
@@ -203,6 +203,7 @@ def check_primal_attention(
     dtypes: Sequence[str] = ("float64", "float32"),
     k: float = DEFAULT_K,
     seed: int = 0,
+    atol: float = ATOL,
 ) -> AdapterReport:
     """Check a Primal-Attention layer, with its KSVD loss, against ``primal_np`` (docs/conformance.md).
 
@@ -239,5 +240,6 @@ def check_primal_attention(
     ``check_callable`` for the other arguments.
     """
     return check_callable(
-        OPS["primal_attention"], fn, backward=backward, grid=grid, dtypes=dtypes, k=k, seed=seed
-    )
+        OPS["primal_attention"], fn, backward=backward, grid=grid, dtypes=dtypes, k=k, seed=seed,
+        atol=atol,
+    )  # fmt: skip

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compare import DEFAULT_K
+from ..compare import ATOL, DEFAULT_K
 from ..ksvd_loss import KSVDTerms, get_convention, ksvd_loss, ksvd_loss_backward
 from .core import OPS, AdapterReport, Arrays, OpSpec, check_callable, register_op
 
@@ -195,6 +195,7 @@ def check_ksvd_loss(
     dtypes: Sequence[str] = ("float64", "float32"),
     k: float = DEFAULT_K,
     seed: int = 0,
+    atol: float = ATOL,
 ) -> AdapterReport:
     """Check a KSVD loss against ``primal_np.ksvd_loss`` (docs/theory.md §5; docs/conformance.md, discrepancies 1–4).
 
@@ -231,5 +232,6 @@ def check_ksvd_loss(
                 raise ValueError(f"conventions must be among {_CONVENTIONS}, got {unknown}")
             grid = tuple(p for p in grid if p.convention in conventions)
     return check_callable(
-        OPS["ksvd_loss"], fn, backward=backward, grid=grid, dtypes=dtypes, k=k, seed=seed
-    )
+        OPS["ksvd_loss"], fn, backward=backward, grid=grid, dtypes=dtypes, k=k, seed=seed,
+        atol=atol,
+    )  # fmt: skip

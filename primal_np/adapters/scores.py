@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compare import DEFAULT_K
+from ..compare import ATOL, DEFAULT_K
 from ..scores import primal_scores, primal_scores_backward
 from .core import OPS, AdapterReport, Arrays, OpSpec, check_callable, register_op
 
@@ -102,6 +102,7 @@ def check_primal_scores(
     dtypes: Sequence[str] = ("float64", "float32"),
     k: float = DEFAULT_K,
     seed: int = 0,
+    atol: float = ATOL,
 ) -> AdapterReport:
     """Check the primal projection scores against ``primal_scores`` (docs/theory.md §2.6).
 
@@ -116,5 +117,6 @@ def check_primal_scores(
     the other arguments.
     """
     return check_callable(
-        OPS["primal_scores"], fn, backward=backward, grid=grid, dtypes=dtypes, k=k, seed=seed
-    )
+        OPS["primal_scores"], fn, backward=backward, grid=grid, dtypes=dtypes, k=k, seed=seed,
+        atol=atol,
+    )  # fmt: skip

@@ -6,6 +6,10 @@
 Files are written deterministically (fixed zip timestamps, sorted names), so two
 exports by the same version on the same machine are byte-identical, and they are
 read with ``allow_pickle=False`` only.
+
+Long cases (``register_case(name, long=True)``, e.g. ``dual_attention_long``, a few MB
+each) are not part of a default export; ``export(..., long=True)`` (``golden export
+--long``) adds them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +67,7 @@ class GoldenExportError(ValueError):
 
 
 Recompute = Callable[[dict[str, np.ndarray], np.dtype], dict[str, np.ndarray]]
+Magnitudes = Callable[[dict[str, np.ndarray]], dict[str, Any]]
 
 
 @dataclass
@@ -71,7 +77,10 @@ class GoldenCase:
     ``recompute(arrays, dtype)`` re-runs primal_np on the case's ``input.*``,
     ``param.*`` and ``cotangent.*`` arrays cast to ``dtype`` and returns the
     ``output.*`` and ``grad.*`` arrays it computes. The comparison policy uses it to
-    measure primal_np's own error in a low precision.
+    measure primal_np's own error in a low precision. ``magnitudes(arrays)`` gives the
+    operand scale of each ``output.*`` / ``grad.*`` array (``primal_np.magnitudes``), so
+    that ``golden check`` judges arrays that are zero in exact arithmetic, large logits
+    and long sums as the adapters do; None: the bounds use max|r|.
     """
 
     name: str
@@ -82,6 +91,7 @@ class GoldenCase:
     recompute: Recompute | None = field(default=None, repr=False)
     dtype: str = "float64"
     seed: int = 0
+    magnitudes: Magnitudes | None = field(default=None, repr=False)
 
     def manifest_entry(self) -> dict:
         return {
@@ -96,11 +106,18 @@ class GoldenCase:
 
 
 _BUILDERS: dict[str, Callable[[], GoldenCase]] = {}
+_LONG: set[str] = set()
 
 
-def register_case(name: str) -> Callable[[Callable[[], GoldenCase]], Callable[[], GoldenCase]]:
+def register_case(
+    name: str, *, long: bool = False
+) -> Callable[[Callable[[], GoldenCase]], Callable[[], GoldenCase]]:
+    """Register a case builder; ``long=True`` keeps it out of a default export."""
+
     def deco(fn: Callable[[], GoldenCase]) -> Callable[[], GoldenCase]:
         _BUILDERS[name] = fn
+        if long:
+            _LONG.add(name)
         return fn
 
     return deco
@@ -111,15 +128,17 @@ def _load_builders() -> None:
         importlib.import_module(mod)
 
 
-def case_names() -> list[str]:
+def case_names(*, long: bool = False) -> list[str]:
+    """The registered cases, in manifest order; the long ones only with ``long=True``."""
     _load_builders()
-    return list(_BUILDERS)
+    return [n for n in _BUILDERS if long or n not in _LONG]
 
 
 def build_case(name: str) -> GoldenCase:
     _load_builders()
     if name not in _BUILDERS:
         raise KeyError(f"unknown golden case {name!r}; known: {', '.join(_BUILDERS)}")
+
     case = _BUILDERS[name]()
     for key, arr in case.arrays.items():
         prefix = key.split(".", 1)[0]
@@ -148,9 +167,12 @@ def write_npz(path: Path | io.BufferedWriter, arrays: dict[str, np.ndarray]) -> 
             zf.writestr(info, buf.getvalue())
 
 
-def export(directory: str | Path, names: list[str] | None = None) -> list[GoldenCase]:
+def export(
+    directory: str | Path, names: list[str] | None = None, *, long: bool = False
+) -> list[GoldenCase]:
     """Write the manifest and one ``.npz`` per case into ``directory`` (created if needed).
 
+    ``names``: the cases to write (default: every case; the long ones only with ``long``).
     The directory is checked before any case is built (``check_export_target``). Into a
     directory that already holds an export of this primal_np version, the export adds to
     it: each case written replaces its entry in ``manifest.json`` (or is appended) and the
@@ -162,7 +184,7 @@ def export(directory: str | Path, names: list[str] | None = None) -> list[Golden
     if names is not None:
         _check_names(names)
     out, kept = check_export_target(directory, names)
-    cases = [build_case(n) for n in (names or case_names())]
+    cases = [build_case(n) for n in (names or case_names(long=long))]
     for case in cases:
         _write_atomic(out, f"{case.name}.npz", partial(_write_arrays, arrays=case.arrays))
     written = {c.name: c.manifest_entry() for c in cases}
@@ -183,7 +205,7 @@ def _write_arrays(f: io.BufferedWriter, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _check_names(names: list[str]) -> None:
-    known = case_names()
+    known = case_names(long=True)
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown case(s) {unknown}; known: {', '.join(known)}")

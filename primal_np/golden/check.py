@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compare import DEFAULT_K, PRECISIONS, CompareReport, compare, emulate_precision
+from ..compare import ATOL, DEFAULT_K, PRECISIONS, CompareReport, compare, emulate_precision
 from . import GoldenFormatError, build_case, case_names, load_arrays, read_manifest
 
 __all__ = ["CHECKED_PREFIXES", "case_for_file", "load_candidate", "check_candidate"]
@@ -125,6 +125,7 @@ def check_candidate(
     case: str | None = None,
     precision: str | None = None,
     k: float = DEFAULT_K,
+    atol: float = ATOL,
 ) -> CompareReport:
     """Compare the candidate ``.npz`` with a case of the golden directory.
 
@@ -134,8 +135,12 @@ def check_candidate(
         case: the case name; default: named by the candidate's file name (module doc).
         precision: "float64", "float32", "float16" or "bfloat16"; default: inferred.
         k: the low-precision factor of the comparison rule.
+        atol: the absolute slack of both rules (default 1e-12).
 
-    Returns the ``CompareReport`` over the case's ``output.*`` and ``grad.*`` arrays.
+    Returns the ``CompareReport`` over the case's ``output.*`` and ``grad.*`` arrays. When
+    this primal_np version knows the case and it defines operand magnitudes (the
+    dual-attention cases), the bounds use them (``primal_np.magnitudes``), as the
+    adapters do.
     Raises ``GoldenFormatError`` (one line naming the file and the problem) when the
     directory or the candidate file cannot be read as docs/golden-format.md says.
     """
@@ -160,10 +165,11 @@ def check_candidate(
     elif precision not in PRECISIONS:
         raise GoldenFormatError(f"--dtype must be one of {list(PRECISIONS)}, got {precision!r}")
     own = None
+    gc = build_case(name) if name in case_names(long=True) else None
+    if gc is not None and gc.op != entry["op"]:
+        gc = None
     if precision != "float64":
-        known = case_names()
-        gc = build_case(name) if name in known else None
-        if gc is None or gc.recompute is None or gc.op != entry["op"]:
+        if gc is None or gc.recompute is None:
             raise GoldenFormatError(
                 f"{directory / 'manifest.json'}: case {name!r} (op {entry['op']!r}) cannot be "
                 f"recomputed in {precision} by this primal_np version, so the {precision} bound "
@@ -177,5 +183,13 @@ def check_candidate(
                 f"case {name!r}: primal_np's recompute does not produce {missing}; cannot "
                 f"derive the {precision} bound"
             )
+    scales = None
+    if gc is not None and gc.magnitudes is not None:
+        scales = gc.magnitudes(
+            {n: a for n, a in reference.items() if n.split(".", 1)[0] in _INPUT_PREFIXES}
+        )
     title = f"golden check: case {name} ({entry['op']}) of {directory}; candidate {candidate}"
-    return compare(cand, reference, precision=precision, own=own, k=k, names=names, title=title)
+    return compare(
+        cand, reference, precision=precision, own=own, k=k, atol=atol, scales=scales,
+        names=names, title=title,
+    )  # fmt: skip
