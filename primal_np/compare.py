@@ -463,7 +463,9 @@ def compare(
             continue
         problem = _check_candidate(name, candidate[name], ref, precision)
         if problem is not None:
-            report.rows.append(ArrayResult(name, False, problem, np.shape(candidate[name])))
+            report.rows.append(
+                ArrayResult(name, False, problem, np.shape(np.asarray(candidate[name])))
+            )
             continue
         c = np.asarray(candidate[name], dtype=np.float64)
         diff = np.abs(c - ref)
@@ -483,8 +485,8 @@ def compare(
                 )
             own_err = float(np.abs(p.astype(np.float64) - ref).max(initial=0.0))
             bound = k * own_err + floor_eps * eps * size + atol
-        worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
-        worst = tuple(int(i) for i in worst)
+        flat = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
+        worst = tuple(int(i) for i in flat)
         row = ArrayResult(
             name,
             bool(err <= bound),

@@ -152,7 +152,7 @@ def mha_attention_backward(dy: np.ndarray, cache: MHACache) -> MHAGrads:
     g_o = linear_backward(dy, cache.lin_o)
     # dQ, dK, dV are written straight into the heads of one d[Q | K | V] (..., N, 3, H, p)
     *lead, n, d = cache.lin_qkv.x.shape
-    dqkv = np.empty((*lead, n, 3, h, d // h), dtype=cache.attn.attn.dtype)
+    dqkv = np.empty((*lead, n, 3, h, d // h), dtype=cache.attn.lse.dtype)
     heads = tuple(np.swapaxes(dqkv[..., i, :, :], -3, -2) for i in range(3))  # (..., H, N, p)
     _dual_attention_backward(split_heads(g_o.x, h)[0], cache.attn, out=heads)
     # forward was [Q | K | V] = X [W_q; W_k; W_v]ᵀ + b: one linear backward gives dX and the

@@ -177,13 +177,13 @@ class AdapterReport:
                  "(grid point, precision) pairs pass"]  # fmt: skip
         width = max([len(r.point) for r in self.results] + [5])
         for r in self.results:
-            rows = [a for a in r.report.rows if a.bound]
-            worst = max(rows, key=lambda a: a.max_abs_err / a.bound, default=None)
-            ratio = (
-                ""
-                if worst is None
-                else f"worst err/bound {worst.max_abs_err / worst.bound:.3g} ({worst.name})"
-            )
+            ratios = [
+                (a.max_abs_err / a.bound, a.name)
+                for a in r.report.rows
+                if a.bound and a.max_abs_err is not None
+            ]
+            worst = max(ratios, default=None)
+            ratio = "" if worst is None else f"worst err/bound {worst[0]:.3g} ({worst[1]})"
             verdict = "pass" if r.report.ok else "FAIL"
             lines.append(f"  {verdict}  {r.point:<{width}}  {r.precision:<8}  {ratio}")
         for r in self.failures:

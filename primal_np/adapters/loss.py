@@ -92,7 +92,7 @@ def well_conditioned_lambda(terms: KSVDTerms, convention: str, margin: float = 3
     q = 0.5 * np.einsum("bhns,hs->bh", E * E + R * R, coef)  # the token reduction cancels
     if conv.tokens == "mean":
         q = q / E.shape[2]
-    if conv.trace == "data" and we_x is not None:
+    if conv.trace == "data" and we_x is not None and wr_x is not None:
         T = np.einsum("bhps,bhps->bh", we_x, wr_x)
     else:
         T = np.broadcast_to(np.einsum("hns,hns->h", we, wr), q.shape)
@@ -122,14 +122,14 @@ def _draw_loss(pt: KSVDLossPoint, rng: np.random.Generator) -> tuple[Arrays, dic
         if pt.data_dependent:
             t[f"layer{i}.we_x"] = rng.standard_normal((B, H, p, s))
             t[f"layer{i}.wr_x"] = rng.standard_normal((B, H, p, s))
-        terms = KSVDTerms(*(t.get(f"layer{i}.{f}") for f in KSVD_LOSS_LAYER_FIELDS))
+        terms = KSVDTerms(*(t.get(f"layer{i}.{f}") for f in KSVD_LOSS_LAYER_FIELDS))  # type: ignore[arg-type]
         t[f"layer{i}.lam"] = well_conditioned_lambda(terms, pt.convention)
     return t, {"convention": pt.convention, "num_layers": pt.num_layers}
 
 
 def _layers(t: Arrays, o: dict) -> list[KSVDTerms]:
     return [
-        KSVDTerms(*(t.get(f"layer{i}.{f}") for f in KSVD_LOSS_LAYER_FIELDS))
+        KSVDTerms(*(t.get(f"layer{i}.{f}") for f in KSVD_LOSS_LAYER_FIELDS))  # type: ignore[arg-type]
         for i in range(o["num_layers"])
     ]
 
