@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from typing import NamedTuple
 
 import numpy as np
@@ -327,7 +328,7 @@ def test_export_into_an_unwritable_directory_as_root(tmp_path, capsys, no_work, 
     def refuse(*args, **kw):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(golden.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)  # the probe of _files.prepare_output_dir
     assert main(["golden", "export", str(tmp_path / "g")]) == 2
     assert capsys.readouterr().err == (
         f"golden export: {tmp_path / 'g'}: is not writable: Permission denied\n"

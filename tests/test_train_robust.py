@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from typing import NamedTuple
 
 import numpy as np
@@ -208,7 +209,7 @@ def test_checkpoint_unwritable_directory_reported_before_training(
     def refuse(*args, **kw):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(ckpt_mod.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)  # the probe of _files.prepare_output_dir
     assert main(BASE + ["--checkpoint", str(tmp_path / "ck")]) == 2
     err = _one_line_error(capsys)
     assert err == f"train: --checkpoint {tmp_path / 'ck'}: is not writable: Permission denied\n"

@@ -17,16 +17,16 @@ from __future__ import annotations
 import importlib
 import io
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+
+from .._files import OutputDirError, prepare_output_dir, write_atomic
 
 __all__ = [
     "FORMAT",
@@ -230,19 +230,10 @@ def check_export_target(
 
     if str(directory) == "":
         raise GoldenExportError("DIR must be a directory path, got ''")
-    d = Path(directory)
-    if d.exists() and not d.is_dir():
-        raise GoldenExportError(f"{d}: exists and is not a directory")
-    blocker = next((p for p in d.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise GoldenExportError(f"{d}: cannot be created: {blocker} is a file, not a directory")
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=d, prefix=".golden-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise GoldenExportError(f"{d}: is not writable: {exc.strerror or exc}") from None
+        d = prepare_output_dir(directory)
+    except OutputDirError as exc:
+        raise GoldenExportError(str(exc)) from None
     if not (d / "manifest.json").exists():
         return d, []
     try:
@@ -267,17 +258,10 @@ def check_export_target(
     return d, old["cases"]
 
 
-def _write_atomic(d: Path, name: str, write: Callable[[io.BufferedWriter], object]) -> None:
-    """``write(file)`` into a temporary file of ``d``, then rename it to ``name``: a crash
-    leaves the previous file (or none), never a partial one."""
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, d / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_atomic(d: Path, name: str, write: Callable[[IO[bytes]], object]) -> None:
+    """``_files.write_atomic`` under a name starting with the file's own: a crash leaves
+    the previous file (or none), never a partial one."""
+    write_atomic(d, name, write, tmp_prefix=f".{name}.")
 
 
 def read_manifest(directory: str | Path) -> dict:

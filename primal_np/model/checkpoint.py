@@ -16,13 +16,10 @@ the new one, never a mixture.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
-import secrets
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -30,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._files import OutputDirError, prepare_output_dir, sha256_file, write_atomic
 from .config import ModelConfig
 from .encoder import init_model_params
 from .train_config import TrainConfig
@@ -77,64 +75,16 @@ class Checkpoint(NamedTuple):
 # --------------------------------------------------------------------------- writing
 def check_writable_dir(directory: str | os.PathLike[str]) -> Path:
     """Create ``directory`` if needed and prove that a file can be written into it."""
-    d = Path(directory)
-    if d.exists() and not d.is_dir():
-        raise CheckpointError(d, "exists and is not a directory", role="checkpoint_dir")
-    blocker = next((p for p in d.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise CheckpointError(
-            d, f"cannot be created: {blocker} is a file, not a directory", role="checkpoint_dir"
-        )
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=d, prefix=".checkpoint-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise CheckpointError(
-            d, f"is not writable: {exc.strerror or exc}", role="checkpoint_dir"
-        ) from None
-    return d
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:  # a platform without directory handles (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        return prepare_output_dir(directory)
+    except OutputDirError as exc:
+        raise CheckpointError(exc.path, exc.problem, role="checkpoint_dir") from None
 
 
 def _write_atomic(d: Path, name: str, write) -> str:
-    """``write(file)`` into a temporary file of ``d``, fsync, rename to ``name``; returns the
-    content's SHA-256. The temporary file is removed if anything fails."""
-    tmp = d / f"{_TMP_PREFIX}{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        digest = _sha256(tmp)
-        os.replace(tmp, d / name.format(sha=digest[:16]))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(d)
-    return digest
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """``_files.write_atomic`` with the checkpoint's temporary-file prefix (so that an
+    interrupted save's leftovers are recognised and cleared by the next save)."""
+    return write_atomic(d, name, write, tmp_prefix=_TMP_PREFIX)
 
 
 def save_checkpoint(
@@ -251,7 +201,7 @@ def _read_arrays(d: Path, meta: dict) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise CheckpointError(d, f"{name} (named by {META}) is missing")
     try:
-        actual = _sha256(path)
+        actual = sha256_file(path)
     except OSError as exc:
         raise CheckpointError(d, f"{name} cannot be read: {exc.strerror or exc}") from None
     if actual != digest:
