@@ -40,8 +40,8 @@ operation): 1e-10 is 10⁶ ulps, and still catches an error of 1e-8.
   A = max|r| ≈ 1e-16 its bound collapses and correct float32 layers fail.
 - *L*, the logit magnitude: exp turns an absolute logit error e into a relative
   probability error (P̃_ij = P_ij (1 + e_ij − Σ_l P_il e_il)), and a logit computed in
-  precision u carries |e_ij| ≲ u · |scale| · Σ_l |Q_il||K_jl| ≤ u · L. The forward error
-  of a correct low-precision kernel therefore grows like max|S| · u: at |S| ~ 300 a
+  precision u carries abs(e_ij) ≲ u · abs(scale) · Σ_l abs(Q_il K_jl) ≤ u · L. The forward
+  error of a correct low-precision kernel therefore grows like max|S| · u: at max|S| ~ 300 a
   correct float32 SDPA reached 2.86× a bound without L (k = 2), and k × primal_np's own
   error, one random sample of that conditioning, was too noisy a scale (1 seed in 20
   failed even at k = 10). *W*, the sensitivity, is the array's first-order change per
@@ -130,12 +130,12 @@ class OperandScale(NamedTuple):
     """What an op says about the rounding-error scale of one of its arrays
     (``primal_np.magnitudes`` derives it):
 
-    size: max Z, the largest root-sum-square size of the terms the array is formed from
-        (≥ max|r|; larger where sums cancel, as in arrays zero in exact arithmetic);
-    logit: L, the logit magnitude of a softmax upstream of the array (0 if none);
-    length: n, the longest sum on the array's path (the accumulation length);
-    sensitivity: max W, the array's first-order change per unit of logit error (the
-        probabilities' ∂P_ij/∂S_ij = P_ij (1 − P_ij) propagated); None: size stands in.
+    - size: max Z, the largest root-sum-square size of the terms the array is formed
+      from (≥ max|r|; larger where sums cancel, as in arrays zero in exact arithmetic);
+    - logit: L, the logit magnitude of a softmax upstream of the array (0 if none);
+    - length: n, the longest sum on the array's path (the accumulation length);
+    - sensitivity: max W, the array's first-order change per unit of logit error (the
+      probabilities' ∂P_ij/∂S_ij = P_ij (1 − P_ij) propagated); None: size stands in.
     """
 
     size: float
