@@ -158,6 +158,8 @@ def check_notebook(
         for p in compare_cell(c.get("outputs", []), e.get("outputs", [])):
             problems.append(f"  code cell {i}: {p}")
     if update:
+        for cell in executed.cells:  # timestamps of an earlier run, kept by the executor
+            cell.metadata.pop("execution", None)
         nbformat.write(executed, path)
     return problems, exempt, seconds, True
 
