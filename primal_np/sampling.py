@@ -133,6 +133,10 @@ def sampled_rows_backward(dF: np.ndarray, cache: SampledRowsCache) -> SampledRow
     dF = upstream(dF, "dF", (*lead, h, idx.size, d // h), dt)
     d_rows = np.swapaxes(dF, -3, -2).reshape(*lead, idx.size, d)
     dx = np.zeros(shape, dtype=dt)
-    # idx is usually sorted (linspace); np.add.at sums repeats in any order
-    np.add.at(dx, (..., idx, slice(None)), d_rows)
+    # Σ over repeats of a position: sort the positions (stably, so repeats keep their
+    # order), sum each run of equal positions, then write each sum into its row once.
+    order = np.argsort(idx, kind="stable")
+    pos = idx[order]
+    starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
+    dx[..., pos[starts], :] = np.add.reduceat(d_rows[..., order, :], starts, axis=-2)
     return SampledRowsGrads(dx)
