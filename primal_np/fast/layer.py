@@ -26,8 +26,20 @@ Layout. Arrays stay token-major, as the projections produce them: Q and K are th
 halves of one (B, N, 2, H, p) array [Q | K] = X [W_q; W_k]ᵀ (one GEMM; the vision layer's
 ``qk`` is this array already), and the (B, H, N, ·) head arrays of the equations are
 strided views of it, which NumPy's matmul hands to BLAS without a copy. E and R are the
-two halves of one (B, N, H, 2s) array [E | R], so the W_c map of all heads and tokens is a
-single (B·N·H, 2s) × (2s, p) GEMM whose output is already ``merged`` (B, N, H·p).
+two halves of one (B, N, H, 2s) array [E | R], read by the output stage as (B·N, H·2s)
+rows: there the W_c map and the output projection are one GEMM, or two when that is
+cheaper (``primal_np.fast.output``).
+
+The cosine map is never applied to a full-size array. φ scales each row of Q by
+1/‖q_i‖, so E = Φ_q W_{e|X} = diag(1/‖q_i‖) (Q W_{e|X}): the score GEMMs read Q and their
+(N, s) outputs are scaled instead. In the backward, the projection of φ's Jacobian
+needs φ_iᵀ dΦ_i = φ_iᵀ W dE_iᵀ = e_i · dE_i, a dot of s-vectors; with G = diag(1/‖q_i‖) dE,
+
+    dQ = G W_{e|X}ᵀ − diag(c) Q,   c_i = (e_i · dE_i)/‖q_i‖²  (0 where ‖q_i‖ ≤ eps),
+    dW_{e|X} = Φ_qᵀ dE = Qᵀ G.
+
+Biases are written into the GEMM outputs before the products are added to them
+(``_blas.gemm`` with β = 1), and so is −diag(c)·[Q | K] before G W_{e|X}ᵀ.
 """
 
 from __future__ import annotations
@@ -37,11 +49,13 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import result_dtype, upstream
-from ..feature_maps import CosineCache, _cosine_normalize, _cosine_normalize_backward
+from ..feature_maps import NORMALIZE_EPS
 from ..ksvd_loss import KSVDGrads, check_ksvd_grads
 from ..layer import PrimalAttentionGrads, check_layer_input, sample_indices
 from ..params import PrimalAttentionConfig, check_params
-from ..primitives import running_mean, running_mean_backward
+from ..primitives import RunningMeanCache, running_mean, running_mean_backward
+from ._blas import gemm
+from .output import OutputCache, output_stage, output_stage_backward
 
 __all__ = [
     "FastPrimalCache",
@@ -64,34 +78,42 @@ class FastPrimalCache(NamedTuple):
     """Forward intermediates. ``escore``, ``rscore`` (B,H,N,s) and ``we_x``, ``wr_x``
     (B,H,p,s; None for data-independent weights) are what the KSVD loss consumes.
 
-    Head arrays are (B, H, N, ·) views of token-major arrays (module docstring): ``escore``
-    and ``rscore`` of one (B, N, H, 2s) array, ``cos_q`` and ``cos_k`` of ``cos_qk``."""
+    ``qk`` is [Q | K] (B, N, 2, H, p), after the running mean in the causal variant and
+    before the feature map; ``inv_norm`` (B, N, 2, H) holds 1/max(‖q_i‖, eps) and
+    ``clamped`` where ‖q_i‖ ≤ eps. Φ_q, Φ_k (``phi_q``, ``phi_k``) are formed on request.
+    ``ER`` is [E | R] (B, N, H, 2s); ``escore`` and ``rscore`` are (B, H, N, s) views."""
 
     config: PrimalAttentionConfig
     params: dict
     x: np.ndarray  # (B, N, D)
     mask: np.ndarray | None  # (B, N) bool
     idx: np.ndarray | None  # (n,) sampled positions
-    q_rm: object  # running-mean cache of the joint [Q | K] (causal) or None; k_rm is q_rm
-    k_rm: object
-    cos_q: object  # cosine caches; their .y is Φ_q, Φ_k (B,H,N,p)
-    cos_k: object
+    qk_mean: RunningMeanCache | None  # running-mean cache of [Q | K] (causal) or None
+    qk: np.ndarray  # (B, N, 2, H, p)
+    inv_norm: np.ndarray  # (B, N, 2, H)
+    clamped: np.ndarray  # (B, N, 2, H) bool
     F: np.ndarray | None  # (B, H, n, p)
     we_x: np.ndarray | None
     wr_x: np.ndarray | None
-    escore: np.ndarray
-    rscore: np.ndarray
-    merged: np.ndarray  # (B, N, D) heads merged, input of the output projection
-    cos_qk: object = None  # cosine cache of the joint [Q | K] (B, N, 2, H, p); .y is Φ
-    w_qk: np.ndarray | None = None  # the fused projection [W_q; W_k] (2D, D) of the forward
+    ER: np.ndarray  # (B, N, H, 2s)
+    out: OutputCache  # of the output stage (``primal_np.fast.output``)
+    w_qk: np.ndarray  # the fused projection [W_q; W_k] (2D, D) of the forward
+
+    @property
+    def escore(self) -> np.ndarray:
+        return self.ER[..., : self.config.low_rank].transpose(0, 2, 1, 3)
+
+    @property
+    def rscore(self) -> np.ndarray:
+        return self.ER[..., self.config.low_rank :].transpose(0, 2, 1, 3)
 
     @property
     def phi_q(self) -> np.ndarray:
-        return self.cos_q.y  # type: ignore[attr-defined]
+        return _qk_halves(self.qk * self.inv_norm[..., None])[0]
 
     @property
     def phi_k(self) -> np.ndarray:
-        return self.cos_k.y  # type: ignore[attr-defined]
+        return _qk_halves(self.qk * self.inv_norm[..., None])[1]
 
 
 def _heads(t: np.ndarray, H: int) -> np.ndarray:
@@ -111,9 +133,14 @@ def _qk_halves(qk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return qk[:, :, 0].transpose(0, 2, 1, 3), qk[:, :, 1].transpose(0, 2, 1, 3)
 
 
-def _rows(t: np.ndarray) -> np.ndarray:
-    """(B, H, N, k) head view of a token-major array → its (B·N·H, k) rows (a view)."""
-    return t.transpose(0, 2, 1, 3).reshape(-1, t.shape[-1])
+def _er_halves(er: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, N, H, 2s) joint array → its E and R halves as (B, H, N, s) views."""
+    return er[..., :s].transpose(0, 2, 1, 3), er[..., s:].transpose(0, 2, 1, 3)
+
+
+def _by_head(t: np.ndarray) -> np.ndarray:
+    """(B, N, 2, H) per-row factor → (B, N, H, 2, 1), to scale the rows of [E | R]."""
+    return t.transpose(0, 1, 3, 2)[..., None]
 
 
 def _qk_projection(P: dict, variant: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -121,6 +148,24 @@ def _qk_projection(P: dict, variant: str) -> tuple[np.ndarray, np.ndarray | None
     if variant == "vision":
         return P["wqk"], P.get("bqk")
     return np.concatenate([P["wq"], P["wk"]]), np.concatenate([P["bq"], P["bk"]])
+
+
+def _linear(x2: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """x2 Wᵀ + b for (M, d_in) rows: the bias is written first and the GEMM adds to it."""
+    out = np.empty((x2.shape[0], w.shape[0]), dtype=x2.dtype)
+    if b is None:
+        return gemm(x2, w.T, out)
+    out[...] = b
+    return gemm(x2, w.T, out, beta=1.0)
+
+
+def _inverse_norms(qk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """1/max(‖row‖₂, eps) of the (…, p) rows of [Q | K], and where ‖row‖ ≤ eps."""
+    norm = np.sqrt(np.einsum("...i,...i->...", qk, qk))
+    clamped = norm <= NORMALIZE_EPS
+    inv = np.maximum(norm, qk.dtype.type(NORMALIZE_EPS), out=norm)
+    np.divide(1, inv, out=inv)
+    return inv, clamped
 
 
 def fast_primal_attention(
@@ -157,29 +202,16 @@ def fast_primal_attention(
 
     # [Q | K] = X [W_q; W_k]ᵀ + [b_q; b_k]: one (B·N, D) × (D, 2D) GEMM, viewed (B, N, 2, H, p).
     w_qk, b_qk = _qk_projection(P, config.variant)
-    qk = x @ w_qk.T
-    if b_qk is not None:
-        qk += b_qk
-    qk = qk.reshape(B, N, 2, H, p)
-    q_rm = k_rm = None
+    qk = _linear(x.reshape(B * N, D), w_qk, b_qk).reshape(B, N, 2, H, p)
+    qk_mean = None
     if config.variant == "causal":
-        qk, q_rm = running_mean(qk, axis=1)  # q̃_i = (1/i) Σ_{t≤i} q_t, likewise k̃
-        k_rm = q_rm  # one cache for the joint [Q | K] array (running mean along axis 1)
-    # Φ = φ([Q | K]) row by row, in place on our own [Q | K] array (Q, K are not needed
-    # afterwards); cos_q, cos_k are its halves, as (B, H, N, ·) views.
-    phi, cos_qk = _cosine_normalize(qk, out=qk)
-    halves = [_qk_halves(a) for a in cos_qk]  # (y, denom, clamped), each split in Q, K
-    cos_q = CosineCache(*(h[0] for h in halves))
-    cos_k = CosineCache(*(h[1] for h in halves))
-    phi_q, phi_k = _qk_halves(phi)
-
+        qk, qk_mean = running_mean(qk, axis=1)  # q̃_i = (1/i) Σ_{t≤i} q_t, likewise k̃
+    inv, clamped = _inverse_norms(qk)  # φ(q_i) = q_i · inv_i
     idx = sample_indices(config, N)
     F = we_x = wr_x = None
-    # [E | R] (B, N, H, 2s); E, R are (B, H, N, s) views that the score GEMMs write into.
-    ER = np.empty((B, N, H, 2 * s), dtype=dt)
-    E = ER[..., :s].transpose(0, 2, 1, 3)
-    R = ER[..., s:].transpose(0, 2, 1, 3)
-    if idx is not None:
+    if idx is None:
+        we_x_, wr_x_ = P["we"], P["wr"]  # (H, p, s), shared by the batch
+    else:
         if idx.shape[0] != P["we"].shape[1]:
             raise ValueError(
                 f"{N} tokens give n = {idx.shape[0]} sampled rows but we has shape "
@@ -187,25 +219,27 @@ def fast_primal_attention(
             )
         F = _heads(x[:, idx, :], H)  # (B, H, n, p), a view of the gathered rows
         Ft = np.swapaxes(F, -1, -2)
-        we_x = Ft @ P["we"]  # W_{e|X} = Fᵀ W_e: (B, H, p, s)
-        wr_x = Ft @ P["wr"]
-        np.matmul(phi_q, we_x, out=E)  # E = Φ_q W_{e|X}
-        np.matmul(phi_k, wr_x, out=R)  # R = Φ_k W_{r|X}
-    else:
-        np.matmul(phi_q, P["we"], out=E)  # (B,H,N,p) @ (H,p,s)
-        np.matmul(phi_k, P["wr"], out=R)
-    # O_h = [E, R] W_cᵀ + b_c for every (b, t, h) row at once; the result is merged (B, N, D).
-    merged = (ER.reshape(-1, 2 * s) @ P["wc"].T).reshape(B, N, H, p)
-    merged += P["bc"]
-    if mask is not None:
-        merged *= mask[:, :, None, None]  # rows of padded tokens → 0
-    merged = merged.reshape(B, N, D)
-    y = merged @ P["wo"].T
-    y += P["bo"]
+        we_x = we_x_ = Ft @ P["we"]  # W_{e|X} = Fᵀ W_e: (B, H, p, s)
+        wr_x = wr_x_ = Ft @ P["wr"]
+    # [E | R] (B, N, H, 2s) = [Q W_{e|X} | K W_{r|X}], then each row scaled by its inv
+    ER = np.empty((B, N, H, 2 * s), dtype=dt)
+    _scores(ER, qk, we_x_, wr_x_)
+    ER.reshape(B, N, H, 2, s)[...] *= _by_head(inv)  # E = Φ_q W_{e|X}, R = Φ_k W_{r|X}
+    # O_h = [E, R] W_cᵀ + b_c, padded rows → 0, Y = merge(O) W_oᵀ + b_o (``output``)
+    y, out = output_stage(ER, P, mask)
     cache = FastPrimalCache(
-        config, P, x, mask, idx, q_rm, k_rm, cos_q, cos_k, F, we_x, wr_x, E, R, merged, cos_qk, w_qk
+        config, P, x, mask, idx, qk_mean, qk, inv, clamped, F, we_x, wr_x, ER, out, w_qk
     )
-    return y, cache
+    return y.reshape(B, N, D), cache
+
+
+def _scores(ER: np.ndarray, qk: np.ndarray, we_x: np.ndarray, wr_x: np.ndarray) -> None:
+    """[E | R] ← [Q W_{e|X} | K W_{r|X}] per (b, h), written into the halves of ER."""
+    s = we_x.shape[-1]
+    E, R = _er_halves(ER, s)
+    q, k = _qk_halves(qk)
+    np.matmul(q, we_x, out=E)
+    np.matmul(k, wr_x, out=R)
 
 
 def _scatter_add_rows(dx: np.ndarray, dF: np.ndarray, idx: np.ndarray) -> None:
@@ -224,83 +258,53 @@ def fast_primal_attention_backward(
     """VJP of ``fast_primal_attention``; same arguments and results as
     ``primal_attention_backward``. Chain, in reverse:
 
-        dO = dY W_o;  dW_o = dYᵀ·merged;  (mask: dO rows of padded tokens = 0)
-        dE = dO W_c[:, :s] (+ d_escore),  dR = dO W_c[:, s:] (+ d_rscore)
-        dΦ_q = dE W_{e|X}ᵀ,  dW_{e|X} = Φ_qᵀ dE (+ d_we_x)
+        d[E, R] = dY W_o W_c (+ d_escore, d_rscore), and dW_o, dW_c   (``output``)
+        G = diag(1/‖q_i‖) dE;  c_i = (e_i · dE_i)/‖q_i‖²       (module docstring)
+        dQ = G W_{e|X}ᵀ − diag(c) Q;  dW_{e|X} = Qᵀ G (+ d_we_x)  (likewise K, R)
         dW_e = Σ_b F dW_{e|X},  dF = W_e dW_{e|X}ᵀ  → scatter-added into dX rows idx
-        dQ = cosine backward (then running-mean backward), dX += dQ W_q + dK W_k
+        (causal: running-mean backward)  dX += d[Q | K] [W_q; W_k];  d[W_q; W_k] = d[Q | K]ᵀ X
 
     As in the forward, Q and K (and E and R) share one token-major array, so dX and
-    d[W_q; W_k] are one GEMM each, and dW_c, d[E, R] one GEMM over all (b, t, h) rows.
+    d[W_q; W_k] are one GEMM each.
     """
-    cfg, P, x, mask, idx = cache.config, cache.params, cache.x, cache.mask, cache.idx
+    cfg, P, x, idx = cache.config, cache.params, cache.x, cache.idx
     dt = x.dtype
     H, p, s = cfg.num_heads, cfg.head_dim, cfg.low_rank
     B, N, D = x.shape
     dy = upstream(dy, "dy", x.shape, dt)
     kg = check_ksvd_grads(ksvd_grads, cache)
-    d_escore = d_rscore = d_we_x = d_wr_x = None
+    # d[E | R] and the gradients of W_c, b_c, W_o, b_o (``output``)
+    dER, grads = output_stage_backward(dy.reshape(-1, D), cache.out)
+    dER = dER.reshape(B, N, H, 2 * s)
     if kg is not None:
-        d_escore, d_rscore, d_we_x, d_wr_x = kg.escore, kg.rscore, kg.we_x, kg.wr_x
-    grads: dict[str, np.ndarray] = {}
-    dy2 = dy.reshape(-1, D)
-    grads["wo"] = dy2.T @ cache.merged.reshape(-1, D)
-    grads["bo"] = dy2.sum(axis=0)
-    dhead = dy @ P["wo"]  # dO, merged layout (B, N, H·p)
-    if mask is not None:
-        dhead *= mask[:, :, None]
-    dh2 = dhead.reshape(-1, p)  # one row per (b, t, h)
-    # forward was O = [E, R] W_cᵀ + b_c over the (b, t, h) rows, so dW_c = dOᵀ [E, R]
-    # and d[E, R] = dO W_c; E and R are (b, t, h)-row views of the [E | R] array.
-    E, R = cache.escore, cache.rscore
-    grads["wc"] = np.empty_like(P["wc"])
-    np.matmul(dh2.T, _rows(E), out=grads["wc"][:, :s])
-    np.matmul(dh2.T, _rows(R), out=grads["wc"][:, s:])
-    grads["bc"] = dh2.sum(axis=0)
-    dER = (dh2 @ P["wc"]).reshape(B, N, H, 2 * s)
-    dE = dER[..., :s].transpose(0, 2, 1, 3)  # (B, H, N, s) views
-    dR = dER[..., s:].transpose(0, 2, 1, 3)
-    if d_escore is not None:
-        dE += d_escore
-    if d_rscore is not None:
-        dR += d_rscore
-    phi_q, phi_k = cache.cos_q.y, cache.cos_k.y
-
-    # d[Q | K] in the layout of the forward's joint array; dΦ_q, dΦ_k are written into it.
-    dqk = np.empty((B, N, 2, H, p), dtype=dt)
-    d_phi_q, d_phi_k = _qk_halves(dqk)
+        dE, dR = _er_halves(dER, s)
+        dE += kg.escore
+        dR += kg.rscore
+    work = np.empty((B, H, N, p), dtype=dt)  # scratch; its memory becomes dX below
+    dqk, dwe_x, dwr_x = _scores_backward(dER, cache, work)
+    if kg is not None and dwe_x is not None:
+        if kg.we_x is not None:
+            dwe_x += kg.we_x
+        if kg.wr_x is not None:
+            dwr_x += kg.wr_x
+    del dER
     if idx is not None:
-        we_x, wr_x, F = cache.we_x, cache.wr_x, cache.F
-        np.matmul(dE, np.swapaxes(we_x, -1, -2), out=d_phi_q)  # dΦ_q = dE W_{e|X}ᵀ
-        np.matmul(dR, np.swapaxes(wr_x, -1, -2), out=d_phi_k)
-        dwe_x = np.swapaxes(phi_q, -1, -2) @ dE  # dW_{e|X} = Φ_qᵀ dE: (B, H, p, s)
-        dwr_x = np.swapaxes(phi_k, -1, -2) @ dR
-        if d_we_x is not None:
-            dwe_x += d_we_x
-        if d_wr_x is not None:
-            dwr_x += d_wr_x
+        F = cache.F
         grads["we"] = (F @ dwe_x).sum(axis=0)  # Σ_b F dW_{e|X}: (H, n, s)
         grads["wr"] = (F @ dwr_x).sum(axis=0)
         dF = P["we"] @ np.swapaxes(dwe_x, -1, -2)  # W_e dW_{e|X}ᵀ: (B, H, n, p)
         dF += P["wr"] @ np.swapaxes(dwr_x, -1, -2)
         dF = _merge(dF)  # (B, n, D), scatter-added into dX below
     else:
-        np.matmul(dE, np.swapaxes(P["we"], -1, -2), out=d_phi_q)
-        np.matmul(dR, np.swapaxes(P["wr"], -1, -2), out=d_phi_k)
-        grads["we"] = (np.swapaxes(phi_q, -1, -2) @ dE).sum(axis=0)
-        grads["wr"] = (np.swapaxes(phi_k, -1, -2) @ dR).sum(axis=0)
-    del dhead, dh2, dER, dE, dR  # free before the cosine backward's temporary
-    # cosine backward on both halves at once, in place on our own buffer:
-    # d[Q | K] = (dΦ − Φ (Φᵀ dΦ)) / ‖[Q | K]‖ row by row
-    _cosine_normalize_backward(dqk, cache.cos_qk, out=dqk)
-    if cfg.variant == "causal":
-        dqk = running_mean_backward(dqk, cache.q_rm).x
+        grads["we"], grads["wr"] = dwe_x.sum(axis=0), dwr_x.sum(axis=0)
+    if cache.qk_mean is not None:  # causal
+        dqk = running_mean_backward(dqk, cache.qk_mean).x
     # forward was [Q | K] = X [W_q; W_k]ᵀ + [b_q; b_k]: one GEMM each for dX and d[W_q; W_k]
     dqk2 = dqk.reshape(-1, 2 * D)
-    dx = (dqk2 @ cache.w_qk).reshape(B, N, D)  # dX = dQ W_q + dK W_k
+    dx = gemm(dqk2, cache.w_qk, work.reshape(B * N, D)).reshape(B, N, D)  # dQ W_q + dK W_k
     if idx is not None:
         _scatter_add_rows(dx, dF, idx)  # + the path through F = X[:, idx]
-    dw_qk = dqk2.T @ x.reshape(-1, D)
+    dw_qk = gemm(dqk2.T, x.reshape(-1, D))
     db_qk = dqk2.sum(axis=0)
     if cfg.variant == "vision":
         grads["wqk"] = dw_qk
@@ -315,3 +319,32 @@ def fast_primal_attention_backward(
         grads["we"] = grads["we"] + kg.we
         grads["wr"] = grads["wr"] + kg.wr
     return PrimalAttentionGrads(dx, {k: grads[k] for k in P})
+
+
+def _scores_backward(dER: np.ndarray, cache: FastPrimalCache, work: np.ndarray):
+    """(d[Q | K], dW_{e|X}, dW_{r|X}) from d[E | R] (B, N, H, 2s), which becomes G in place;
+    ``work`` is a (B, H, N, p) scratch array.
+
+    Data-independent weights: the last two are per batch (B, H, p, s), summed by the caller.
+    """
+    qk, inv, ER = cache.qk, cache.inv_norm, cache.ER
+    B, N, H, s2 = dER.shape
+    s = s2 // 2
+    we_x = cache.we_x if cache.we_x is not None else cache.params["we"]
+    wr_x = cache.wr_x if cache.wr_x is not None else cache.params["wr"]
+    # c_i = (e_i · dE_i)/‖q_i‖² (0 where clamped), then G = diag(1/‖q_i‖) dE, in place
+    dots = np.einsum("...i,...i->...", ER.reshape(B, N, H, 2, s), dER.reshape(B, N, H, 2, s))
+    coef = dots.transpose(0, 1, 3, 2) * inv  # (B, N, 2, H)
+    coef *= inv
+    coef[cache.clamped] = 0
+    np.negative(coef, out=coef)
+    dER.reshape(B, N, H, 2, s)[...] *= _by_head(inv)
+    dqk = np.multiply(qk, coef[..., None])  # −diag(c) [Q | K]
+    G_e, G_r = _er_halves(dER, s)
+    dq, dk = _qk_halves(dqk)
+    q, k = _qk_halves(qk)
+    dq += np.matmul(G_e, np.swapaxes(we_x, -1, -2), out=work)  # dQ = G W_{e|X}ᵀ − diag(c) Q
+    dk += np.matmul(G_r, np.swapaxes(wr_x, -1, -2), out=work)
+    dwe_x = np.swapaxes(q, -1, -2) @ G_e  # dW_{e|X} = Qᵀ G: (B, H, p, s)
+    dwr_x = np.swapaxes(k, -1, -2) @ G_r
+    return dqk, dwe_x, dwr_x
