@@ -38,8 +38,10 @@ needs φ_iᵀ dΦ_i = φ_iᵀ W dE_iᵀ = e_i · dE_i, a dot of s-vectors; with 
     dQ = G W_{e|X}ᵀ − diag(c) Q,   c_i = (e_i · dE_i)/‖q_i‖²  (0 where ‖q_i‖ ≤ eps),
     dW_{e|X} = Φ_qᵀ dE = Qᵀ G.
 
-Biases are written into the GEMM outputs before the products are added to them
-(``_blas.gemm`` with β = 1), and so is −diag(c)·[Q | K] before G W_{e|X}ᵀ.
+Every matrix product goes through ``np.matmul`` (NumPy's BLAS), never a second BLAS
+library: two OpenBLAS thread pools in one process (NumPy's and SciPy's) compete for the
+cores, because each pool's idle threads keep spinning for a while after a call; with two
+cores that made the layer ~1.5× slower than with one pool.
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ from ..ksvd_loss import KSVDGrads, check_ksvd_grads
 from ..layer import PrimalAttentionGrads, check_layer_input, sample_indices
 from ..params import PrimalAttentionConfig, check_params
 from ..primitives import RunningMeanCache, running_mean, running_mean_backward
-from ._blas import gemm
 from .output import OutputCache, output_stage, output_stage_backward
 
 __all__ = [
@@ -138,11 +139,6 @@ def _er_halves(er: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
     return er[..., :s].transpose(0, 2, 1, 3), er[..., s:].transpose(0, 2, 1, 3)
 
 
-def _by_head(t: np.ndarray) -> np.ndarray:
-    """(B, N, 2, H) per-row factor → (B, N, H, 2, 1), to scale the rows of [E | R]."""
-    return t.transpose(0, 1, 3, 2)[..., None]
-
-
 def _qk_projection(P: dict, variant: str) -> tuple[np.ndarray, np.ndarray | None]:
     """The fused query-key projection [W_q; W_k] (2D, D) and bias [b_q; b_k] (2D,)."""
     if variant == "vision":
@@ -150,22 +146,19 @@ def _qk_projection(P: dict, variant: str) -> tuple[np.ndarray, np.ndarray | None
     return np.concatenate([P["wq"], P["wk"]]), np.concatenate([P["bq"], P["bk"]])
 
 
-def _linear(x2: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-    """x2 Wᵀ + b for (M, d_in) rows: the bias is written first and the GEMM adds to it."""
-    out = np.empty((x2.shape[0], w.shape[0]), dtype=x2.dtype)
-    if b is None:
-        return gemm(x2, w.T, out)
-    out[...] = b
-    return gemm(x2, w.T, out, beta=1.0)
-
-
 def _inverse_norms(qk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """1/max(‖row‖₂, eps) of the (…, p) rows of [Q | K], and where ‖row‖ ≤ eps."""
+    """1/max(‖row‖₂, eps) of the (…, p) rows of [Q | K] (B, N, 2, H, p), and where
+    ‖row‖ ≤ eps; both (B, N, 2, H)."""
+    eps = qk.dtype.type(NORMALIZE_EPS)
     norm = np.sqrt(np.einsum("...i,...i->...", qk, qk))
-    clamped = norm <= NORMALIZE_EPS
-    inv = np.maximum(norm, qk.dtype.type(NORMALIZE_EPS), out=norm)
-    np.divide(1, inv, out=inv)
-    return inv, clamped
+    clamped = norm <= eps
+    return np.divide(1, np.maximum(norm, eps, out=norm), out=norm), clamped
+
+
+def _scale_scores(ER: np.ndarray, inv: np.ndarray) -> None:
+    """Row (b, t, h) of E (R) times 1/‖q‖ (1/‖k‖) of that token and head, in place."""
+    B, N, H, s2 = ER.shape
+    ER.reshape(B, N, H, 2, s2 // 2)[...] *= inv.transpose(0, 1, 3, 2)[..., None]
 
 
 def fast_primal_attention(
@@ -202,7 +195,10 @@ def fast_primal_attention(
 
     # [Q | K] = X [W_q; W_k]ᵀ + [b_q; b_k]: one (B·N, D) × (D, 2D) GEMM, viewed (B, N, 2, H, p).
     w_qk, b_qk = _qk_projection(P, config.variant)
-    qk = _linear(x.reshape(B * N, D), w_qk, b_qk).reshape(B, N, 2, H, p)
+    qk = x @ w_qk.T
+    if b_qk is not None:
+        qk += b_qk
+    qk = qk.reshape(B, N, 2, H, p)
     qk_mean = None
     if config.variant == "causal":
         qk, qk_mean = running_mean(qk, axis=1)  # q̃_i = (1/i) Σ_{t≤i} q_t, likewise k̃
@@ -224,7 +220,7 @@ def fast_primal_attention(
     # [E | R] (B, N, H, 2s) = [Q W_{e|X} | K W_{r|X}], then each row scaled by its inv
     ER = np.empty((B, N, H, 2 * s), dtype=dt)
     _scores(ER, qk, we_x_, wr_x_)
-    ER.reshape(B, N, H, 2, s)[...] *= _by_head(inv)  # E = Φ_q W_{e|X}, R = Φ_k W_{r|X}
+    _scale_scores(ER, inv)  # E = Φ_q W_{e|X}, R = Φ_k W_{r|X}
     # O_h = [E, R] W_cᵀ + b_c, padded rows → 0, Y = merge(O) W_oᵀ + b_o (``output``)
     y, out = output_stage(ER, P, mask)
     cache = FastPrimalCache(
@@ -269,7 +265,7 @@ def fast_primal_attention_backward(
     """
     cfg, P, x, idx = cache.config, cache.params, cache.x, cache.idx
     dt = x.dtype
-    H, p, s = cfg.num_heads, cfg.head_dim, cfg.low_rank
+    H, s = cfg.num_heads, cfg.low_rank
     B, N, D = x.shape
     dy = upstream(dy, "dy", x.shape, dt)
     kg = check_ksvd_grads(ksvd_grads, cache)
@@ -280,8 +276,7 @@ def fast_primal_attention_backward(
         dE, dR = _er_halves(dER, s)
         dE += kg.escore
         dR += kg.rscore
-    work = np.empty((B, H, N, p), dtype=dt)  # scratch; its memory becomes dX below
-    dqk, dwe_x, dwr_x = _scores_backward(dER, cache, work)
+    dqk, dwe_x, dwr_x, work = _scores_backward(dER, cache)
     if kg is not None and dwe_x is not None:
         if kg.we_x is not None:
             dwe_x += kg.we_x
@@ -301,10 +296,10 @@ def fast_primal_attention_backward(
         dqk = running_mean_backward(dqk, cache.qk_mean).x
     # forward was [Q | K] = X [W_q; W_k]ᵀ + [b_q; b_k]: one GEMM each for dX and d[W_q; W_k]
     dqk2 = dqk.reshape(-1, 2 * D)
-    dx = gemm(dqk2, cache.w_qk, work.reshape(B * N, D)).reshape(B, N, D)  # dQ W_q + dK W_k
+    dx = np.matmul(dqk2, cache.w_qk, out=work).reshape(B, N, D)  # dX = dQ W_q + dK W_k
     if idx is not None:
         _scatter_add_rows(dx, dF, idx)  # + the path through F = X[:, idx]
-    dw_qk = gemm(dqk2.T, x.reshape(-1, D))
+    dw_qk = dqk2.T @ x.reshape(-1, D)
     db_qk = dqk2.sum(axis=0)
     if cfg.variant == "vision":
         grads["wqk"] = dw_qk
@@ -321,30 +316,31 @@ def fast_primal_attention_backward(
     return PrimalAttentionGrads(dx, {k: grads[k] for k in P})
 
 
-def _scores_backward(dER: np.ndarray, cache: FastPrimalCache, work: np.ndarray):
-    """(d[Q | K], dW_{e|X}, dW_{r|X}) from d[E | R] (B, N, H, 2s), which becomes G in place;
-    ``work`` is a (B, H, N, p) scratch array.
+def _scores_backward(dER: np.ndarray, cache: FastPrimalCache):
+    """(d[Q | K], dW_{e|X}, dW_{r|X}, scratch) from d[E | R] (B, N, H, 2s), which becomes
+    G in place; scratch is a free (B·N, D) array.
 
-    Data-independent weights: the last two are per batch (B, H, p, s), summed by the caller.
+    Data-independent weights: dW_{e|X}, dW_{r|X} are per batch (B, H, p, s), summed by
+    the caller.
     """
-    qk, inv, ER = cache.qk, cache.inv_norm, cache.ER
+    qk, ER, inv = cache.qk, cache.ER, cache.inv_norm
     B, N, H, s2 = dER.shape
-    s = s2 // 2
+    s, p = s2 // 2, qk.shape[-1]
     we_x = cache.we_x if cache.we_x is not None else cache.params["we"]
     wr_x = cache.wr_x if cache.wr_x is not None else cache.params["wr"]
-    # c_i = (e_i · dE_i)/‖q_i‖² (0 where clamped), then G = diag(1/‖q_i‖) dE, in place
-    dots = np.einsum("...i,...i->...", ER.reshape(B, N, H, 2, s), dER.reshape(B, N, H, 2, s))
-    coef = dots.transpose(0, 1, 3, 2) * inv  # (B, N, 2, H)
-    coef *= inv
+    er, der = ER.reshape(B, N, H, 2, s), dER.reshape(B, N, H, 2, s)
+    # c_i = (e_i · dE_i)/‖q_i‖² (0 where clamped); d[Q | K] starts as −diag(c) [Q | K]
+    coef = np.einsum("...i,...i->...", er, der).transpose(0, 1, 3, 2) * inv  # (B, N, 2, H)
+    coef *= -inv
     coef[cache.clamped] = 0
-    np.negative(coef, out=coef)
-    dER.reshape(B, N, H, 2, s)[...] *= _by_head(inv)
-    dqk = np.multiply(qk, coef[..., None])  # −diag(c) [Q | K]
+    dqk = np.multiply(qk, coef[..., None])
+    der *= inv.transpose(0, 1, 3, 2)[..., None]  # G = diag(1/‖q_i‖) dE, in place
     G_e, G_r = _er_halves(dER, s)
-    dq, dk = _qk_halves(dqk)
     q, k = _qk_halves(qk)
+    dq, dk = _qk_halves(dqk)
+    work = np.empty((B, H, N, p), dtype=qk.dtype)
     dq += np.matmul(G_e, np.swapaxes(we_x, -1, -2), out=work)  # dQ = G W_{e|X}ᵀ − diag(c) Q
     dk += np.matmul(G_r, np.swapaxes(wr_x, -1, -2), out=work)
     dwe_x = np.swapaxes(q, -1, -2) @ G_e  # dW_{e|X} = Qᵀ G: (B, H, p, s)
     dwr_x = np.swapaxes(k, -1, -2) @ G_r
-    return dqk, dwe_x, dwr_x
+    return dqk, dwe_x, dwr_x, work.reshape(B * N, H * p)

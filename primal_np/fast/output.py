@@ -31,8 +31,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._blas import gemm
-
 __all__ = ["OutputCache", "use_fused", "output_stage", "output_stage_backward"]
 
 
@@ -66,21 +64,18 @@ def output_stage(
     D, dt = wo.shape[0], ER.dtype
     m = None if mask is None else mask.reshape(-1, 1).astype(dt)
     if not use_fused(D, H, s2 // 2):
-        merged = np.empty((B * N * H, wc.shape[0]), dtype=dt)  # O_h, one row per (b, t, h)
-        merged[...] = bc
-        gemm(ER.reshape(-1, s2), wc.T, merged, beta=1.0)
+        merged = ER.reshape(-1, s2) @ wc.T  # O_h, one row per (b, t, h)
+        merged += bc
         merged = merged.reshape(B * N, D)
         if m is not None:
             merged *= m
-        y = np.empty((B * N, D), dtype=dt)
-        y[...] = bo
-        gemm(merged, wo.T, y, beta=1.0)
+        y = merged @ wo.T
+        y += bo
         return y, OutputCache(ER.reshape(B * N, H * s2), m, merged, None, wo, wc, bc)
     A = _fused_map(wo, wc, H)
     ER2 = ER.reshape(B * N, H * s2)
-    y = np.empty((B * N, D), dtype=dt)
-    y[...] = wo @ np.tile(bc, H) + bo  # c + b_o,  c = Σ_h W_{o,h} b_c
-    gemm(ER2, A, y, beta=1.0)
+    y = ER2 @ A
+    y += wo @ np.tile(bc, H) + bo  # c + b_o,  c = Σ_h W_{o,h} b_c
     if mask is not None:
         y[~mask.reshape(-1)] = bo  # padded rows: diag(m) (…) + b_o = b_o
     return y, OutputCache(ER2, m, None, A, wo, wc, bc)
@@ -95,15 +90,15 @@ def output_stage_backward(dy2: np.ndarray, oc: OutputCache) -> tuple[np.ndarray,
     dym = dy2 if m is None else dy2 * m
     if oc.A is None:  # unfused: dW_o = dYᵀ O, dO = dY W_o, then the W_c map's backward
         assert oc.merged is not None
-        g["wo"] = gemm(dy2.T, oc.merged)
-        dO = gemm(dym, wo).reshape(-1, p)  # one row per (b, t, h)
-        g["wc"] = gemm(dO.T, ER2.reshape(-1, s2))
+        g["wo"] = dy2.T @ oc.merged
+        dO = (dym @ wo).reshape(-1, p)  # one row per (b, t, h)
+        g["wc"] = dO.T @ ER2.reshape(-1, s2)
         g["bc"] = dO.sum(axis=0)
-        return gemm(dO, wc).reshape(ER2.shape), g
-    S = gemm(dym.T, ER2).reshape(D, H, s2)  # S_h = (diag(m) dY)ᵀ [E_h | R_h]
+        return (dO @ wc).reshape(ER2.shape), g
+    S = (dym.T @ ER2).reshape(D, H, s2)  # S_h = (diag(m) dY)ᵀ [E_h | R_h]
     col = dym.sum(axis=0)
     woh = wo.reshape(D, H, p)
     g["wo"] = (S @ wc.T).reshape(D, D) + np.outer(col, np.tile(oc.bc, H))
     g["wc"] = np.einsum("dhp,dhk->pk", woh, S)  # Σ_h W_{o,h}ᵀ S_h
     g["bc"] = np.einsum("dhp,d->p", woh, col)
-    return gemm(dym, oc.A.T), g
+    return dym @ oc.A.T, g
