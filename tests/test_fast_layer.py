@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from helpers import readonly
 
+import primal_np.fast.layer as fast_layer
 from primal_np.adapters.layer import PRIMAL_ATTENTION_GRID, LayerPoint
 from primal_np.compare import rel_error
 from primal_np.fast import (
@@ -64,8 +65,14 @@ def test_the_variants_cover_both_forms_of_the_output_stage():
     assert forms == {True, False}
 
 
+@pytest.mark.parametrize("rows", [None, 4], ids=["whole sequences", "blocks of 4 tokens"])
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_reference_and_fast_path_agree_to_1e13_in_float64(rng, name):
+def test_reference_and_fast_path_agree_to_1e13_in_float64(rng, monkeypatch, name, rows):
+    """Every variant, the KSVD loss joined; the backward below the output stage works a
+    block of tokens at a time (``primal_np.fast.layer.ROWS``): several blocks per sequence
+    too (the causal variant always takes whole sequences)."""
+    if rows is not None:
+        monkeypatch.setattr(fast_layer, "ROWS", rows)
     kw, convention, masked, n_tok = VARIANTS[name]
     cfg = _variant_config(kw)
     P = init_primal_attention_params(cfg, seed=7, linear_init="torch")

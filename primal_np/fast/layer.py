@@ -46,6 +46,7 @@ cores that made the layer ~1.5× slower than with one pool.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -260,47 +261,30 @@ def fast_primal_attention_backward(
         dW_e = Σ_b F dW_{e|X},  dF = W_e dW_{e|X}ᵀ  → scatter-added into dX rows idx
         (causal: running-mean backward)  dX += d[Q | K] [W_q; W_k];  d[W_q; W_k] = d[Q | K]ᵀ X
 
-    As in the forward, Q and K (and E and R) share one token-major array, so dX and
-    d[W_q; W_k] are one GEMM each.
+    Below the output stage the chain runs one block of ``ROWS`` tokens of one sequence at
+    a time (d[E | R], d[Q | K] and the scratch of G W_{e|X}ᵀ live in buffers reused from
+    block to block, so none of them is ever allocated at full size); dX and d[W_q; W_k]
+    are one GEMM per block each, as Q and K share one token-major array.
     """
     cfg, P, x, idx = cache.config, cache.params, cache.x, cache.idx
-    dt = x.dtype
-    H, s = cfg.num_heads, cfg.low_rank
-    B, N, D = x.shape
-    dy = upstream(dy, "dy", x.shape, dt)
+    D = x.shape[2]
+    dy = upstream(dy, "dy", x.shape, x.dtype)
     kg = check_ksvd_grads(ksvd_grads, cache)
-    # d[E | R] and the gradients of W_c, b_c, W_o, b_o (``output``)
-    dER, grads = output_stage_backward(dy.reshape(-1, D), cache.out)
-    dER = dER.reshape(B, N, H, 2 * s)
-    if kg is not None:
-        dE, dR = _er_halves(dER, s)
-        dE += kg.escore
-        dR += kg.rscore
-    dqk, dwe_x, dwr_x, work = _scores_backward(dER, cache)
-    if kg is not None and dwe_x is not None:
-        if kg.we_x is not None:
-            dwe_x += kg.we_x
-        if kg.wr_x is not None:
-            dwr_x += kg.wr_x
-    del dER
+    # the gradients of W_c, b_c, W_o, b_o, and d[E | R] by blocks of rows (``output``)
+    grads, d_er = output_stage_backward(dy.reshape(-1, D), cache.out)
+    dx, dw_qk, db_qk, dwe_x, dwr_x = _rows_backward(cache, kg, d_er)
     if idx is not None:
+        if kg is not None and kg.we_x is not None:
+            dwe_x += kg.we_x
+            dwr_x += kg.wr_x
         F = cache.F
         grads["we"] = (F @ dwe_x).sum(axis=0)  # Σ_b F dW_{e|X}: (H, n, s)
         grads["wr"] = (F @ dwr_x).sum(axis=0)
         dF = P["we"] @ np.swapaxes(dwe_x, -1, -2)  # W_e dW_{e|X}ᵀ: (B, H, n, p)
         dF += P["wr"] @ np.swapaxes(dwr_x, -1, -2)
-        dF = _merge(dF)  # (B, n, D), scatter-added into dX below
+        _scatter_add_rows(dx, _merge(dF), idx)  # + the path through F = X[:, idx]
     else:
-        grads["we"], grads["wr"] = dwe_x.sum(axis=0), dwr_x.sum(axis=0)
-    if cache.qk_mean is not None:  # causal
-        dqk = running_mean_backward(dqk, cache.qk_mean).x
-    # forward was [Q | K] = X [W_q; W_k]ᵀ + [b_q; b_k]: one GEMM each for dX and d[W_q; W_k]
-    dqk2 = dqk.reshape(-1, 2 * D)
-    dx = np.matmul(dqk2, cache.w_qk, out=work).reshape(B, N, D)  # dX = dQ W_q + dK W_k
-    if idx is not None:
-        _scatter_add_rows(dx, dF, idx)  # + the path through F = X[:, idx]
-    dw_qk = dqk2.T @ x.reshape(-1, D)
-    db_qk = dqk2.sum(axis=0)
+        grads["we"], grads["wr"] = dwe_x, dwr_x
     if cfg.variant == "vision":
         grads["wqk"] = dw_qk
         if "bqk" in P:
@@ -316,31 +300,62 @@ def fast_primal_attention_backward(
     return PrimalAttentionGrads(dx, {k: grads[k] for k in P})
 
 
-def _scores_backward(dER: np.ndarray, cache: FastPrimalCache):
-    """(d[Q | K], dW_{e|X}, dW_{r|X}, scratch) from d[E | R] (B, N, H, 2s), which becomes
-    G in place; scratch is a free (B·N, D) array.
+ROWS = 4096  # tokens per block of the backward below the output stage (causal: a sequence)
 
-    Data-independent weights: dW_{e|X}, dW_{r|X} are per batch (B, H, p, s), summed by
-    the caller.
-    """
-    qk, ER, inv = cache.qk, cache.ER, cache.inv_norm
-    B, N, H, s2 = dER.shape
-    s, p = s2 // 2, qk.shape[-1]
-    we_x = cache.we_x if cache.we_x is not None else cache.params["we"]
-    wr_x = cache.wr_x if cache.wr_x is not None else cache.params["wr"]
-    er, der = ER.reshape(B, N, H, 2, s), dER.reshape(B, N, H, 2, s)
+
+def _rows_backward(cache: FastPrimalCache, kg: KSVDGrads | None, d_er: Callable):
+    """dX (B, N, D), d[W_q; W_k], d[b_q; b_k] and dW_{e|X}, dW_{r|X} ((B, H, p, s); for
+    data-independent weights dW_e, dW_r (H, p, s)), one block of tokens of one sequence at
+    a time, in buffers reused from block to block."""
+    x, qk = cache.x, cache.qk
+    B, N, D = x.shape
+    H, p = qk.shape[3], qk.shape[4]
+    s = cache.ER.shape[-1] // 2
+    dt = x.dtype
+    per_seq = cache.we_x is not None
+    dw = [np.zeros((B, H, p, s) if per_seq else (H, p, s), dtype=dt) for _ in range(2)]
+    dx = np.empty((B, N, D), dtype=dt)
+    dw_qk = np.zeros((2 * D, D), dtype=dt)
+    db_qk = np.zeros(2 * D, dtype=dt)
+    n = N if cache.qk_mean is not None else min(N, ROWS)
+    buf = (np.empty((n, H, 2, s), dt), np.empty((n, 2, H, p), dt), np.empty((H, n, p), dt))
+    for b in range(B):
+        dw_b = [w[b] if per_seq else w for w in dw]
+        for a in range(0, N, n):
+            z = min(a + n, N)
+            dqk2 = _block_backward(cache, kg, d_er, b, a, z, buf, dw_b).reshape(z - a, 2 * D)
+            np.matmul(dqk2, cache.w_qk, out=dx[b, a:z])  # dX = dQ W_q + dK W_k
+            dw_qk += dqk2.T @ x[b, a:z]  # d[W_q; W_k] = d[Q | K]ᵀ X
+            db_qk += dqk2.sum(axis=0)
+    return dx, dw_qk, db_qk, dw[0], dw[1]
+
+
+def _block_backward(cache, kg, d_er, b, a, z, buf, dw) -> np.ndarray:
+    """d[Q | K] (z − a, 2, H, p) of tokens a…z−1 of sequence b; adds this block's part of
+    dW_{e|X}, dW_{r|X} (H, p, s) into ``dw``. Module docstring: c, G, dQ, dW_{e|X}."""
+    H, s = cache.ER.shape[2], cache.ER.shape[3] // 2
+    n, N = z - a, cache.x.shape[1]
+    rows = slice(b * N + a, b * N + z)
+    der = d_er(rows.start, rows.stop, buf[0][:n].reshape(n, 2 * H * s)).reshape(n, H, 2, s)
+    if kg is not None:  # the KSVD loss reads E and R too
+        der[:, :, 0] += kg.escore[b, :, a:z].transpose(1, 0, 2)
+        der[:, :, 1] += kg.rscore[b, :, a:z].transpose(1, 0, 2)
+    er = cache.ER.reshape(-1, H, 2, s)[rows]
+    qk = cache.qk.reshape(-1, *cache.qk.shape[2:])[rows]  # (n, 2, H, p)
+    inv = cache.inv_norm.reshape(-1, 2, H)[rows]
     # c_i = (e_i · dE_i)/‖q_i‖² (0 where clamped); d[Q | K] starts as −diag(c) [Q | K]
-    coef = np.einsum("...i,...i->...", er, der).transpose(0, 1, 3, 2) * inv  # (B, N, 2, H)
+    coef = np.einsum("...i,...i->...", er, der).transpose(0, 2, 1) * inv  # (n, 2, H)
     coef *= -inv
-    coef[cache.clamped] = 0
-    dqk = np.multiply(qk, coef[..., None])
-    der *= inv.transpose(0, 1, 3, 2)[..., None]  # G = diag(1/‖q_i‖) dE, in place
-    G_e, G_r = _er_halves(dER, s)
-    q, k = _qk_halves(qk)
-    dq, dk = _qk_halves(dqk)
-    work = np.empty((B, H, N, p), dtype=qk.dtype)
-    dq += np.matmul(G_e, np.swapaxes(we_x, -1, -2), out=work)  # dQ = G W_{e|X}ᵀ − diag(c) Q
-    dk += np.matmul(G_r, np.swapaxes(wr_x, -1, -2), out=work)
-    dwe_x = np.swapaxes(q, -1, -2) @ G_e  # dW_{e|X} = Qᵀ G: (B, H, p, s)
-    dwr_x = np.swapaxes(k, -1, -2) @ G_r
-    return dqk, dwe_x, dwr_x, work.reshape(B * N, H * p)
+    coef[cache.clamped.reshape(-1, 2, H)[rows]] = 0
+    dqk = np.multiply(qk, coef[..., None], out=buf[1][:n])
+    der *= inv.transpose(0, 2, 1)[..., None]  # G = diag(1/‖q_i‖) dE, in place
+    for j, name in enumerate(("we", "wr")):
+        w = cache.params[name] if cache.we_x is None else (cache.we_x, cache.wr_x)[j][b]
+        G = der[:, :, j].transpose(1, 0, 2)  # (H, n, s)
+        t = np.matmul(G, np.swapaxes(w, -1, -2), out=buf[2][:, :n])  # G W_{e|X}ᵀ: (H, n, p)
+        dqk[:, j] += t.transpose(1, 0, 2)  # dQ = G W_{e|X}ᵀ − diag(c) Q
+        dw[j] += qk[:, j].transpose(1, 2, 0) @ G  # dW_{e|X} += Qᵀ G
+    if cache.qk_mean is not None:  # causal (a whole sequence): running-mean backward
+        one = cache.qk_mean._replace(shape=(1, *dqk.shape))
+        dqk = running_mean_backward(dqk[None], one).x[0]
+    return dqk

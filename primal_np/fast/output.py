@@ -27,6 +27,7 @@ Two ways to compute it, the same function:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -81,8 +82,10 @@ def output_stage(
     return y, OutputCache(ER2, m, None, A, wo, wc, bc)
 
 
-def output_stage_backward(dy2: np.ndarray, oc: OutputCache) -> tuple[np.ndarray, dict]:
-    """(d[E | R] as (B·N, H·2s), {wo, bo, wc, bc}) from dY (B·N, D)."""
+def output_stage_backward(dy2: np.ndarray, oc: OutputCache) -> tuple[dict, Callable]:
+    """({wo, bo, wc, bc}, d_er) from dY (B·N, D). ``d_er(a, z, out)`` writes rows a…z−1
+    of d[E | R] (B·N, H·2s) into ``out`` (z − a, H·2s) and returns it: the caller takes
+    d[E | R] a block of rows at a time, so it never exists in full."""
     ER2, m, wo, wc = oc.ER2, oc.mask, oc.wo, oc.wc
     D, (p, s2) = wo.shape[0], wc.shape
     H = ER2.shape[1] // s2
@@ -91,14 +94,24 @@ def output_stage_backward(dy2: np.ndarray, oc: OutputCache) -> tuple[np.ndarray,
     if oc.A is None:  # unfused: dW_o = dYᵀ O, dO = dY W_o, then the W_c map's backward
         assert oc.merged is not None
         g["wo"] = dy2.T @ oc.merged
-        dO = (dym @ wo).reshape(-1, p)  # one row per (b, t, h)
-        g["wc"] = dO.T @ ER2.reshape(-1, s2)
-        g["bc"] = dO.sum(axis=0)
-        return (dO @ wc).reshape(ER2.shape), g
+        dO = dym @ wo  # (B·N, D): H rows of p per token
+        g["wc"] = dO.reshape(-1, p).T @ ER2.reshape(-1, s2)
+        g["bc"] = dO.reshape(-1, p).sum(axis=0)
+
+        def d_er_unfused(a: int, z: int, out: np.ndarray) -> np.ndarray:
+            np.matmul(dO[a:z].reshape(-1, p), wc, out=out.reshape(-1, s2))  # dO W_c
+            return out
+
+        return g, d_er_unfused
     S = (dym.T @ ER2).reshape(D, H, s2)  # S_h = (diag(m) dY)ᵀ [E_h | R_h]
     col = dym.sum(axis=0)
     woh = wo.reshape(D, H, p)
     g["wo"] = (S @ wc.T).reshape(D, D) + np.outer(col, np.tile(oc.bc, H))
     g["wc"] = np.einsum("dhp,dhk->pk", woh, S)  # Σ_h W_{o,h}ᵀ S_h
     g["bc"] = np.einsum("dhp,d->p", woh, col)
-    return dym @ oc.A.T, g
+    At = oc.A.T
+
+    def d_er_fused(a: int, z: int, out: np.ndarray) -> np.ndarray:
+        return np.matmul(dym[a:z], At, out=out)  # diag(m) dY Aᵀ
+
+    return g, d_er_fused
