@@ -4,7 +4,7 @@
 rows of the layer input at the sampled positions, head h's own block of channels), and
 ``sampled_rows_backward`` scatter-adds dF back into dX (repeated positions summed).
 
-The positions (docs/conformance.md, discrepancy 5):
+The positions (docs/conformance.md, "index formula"):
 
 The authors call ``torch.linspace(0, N − 1, n, dtype=int)``. PyTorch evaluates it in
 double with a two-sided formula and truncates toward zero:
@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import cache_of, check_finite, float_array, positive_int, upstream
+from ._checks import check_finite, float_array, positive_int, upstream
 
 __all__ = [
     "torch_linspace_indices",
@@ -126,7 +126,6 @@ def sampled_rows_backward(dF: np.ndarray, cache: SampledRowsCache) -> SampledRow
     sampled rows, where dF (heads merged back into channels) is scatter-added; a position
     sampled twice receives the sum of both rows' gradients.
     """
-    cache_of(cache, SampledRowsCache, "sampled_rows")
     idx, shape, dt = cache
     *lead, n_tok, d = shape
     dF = np.asarray(dF)
@@ -134,6 +133,10 @@ def sampled_rows_backward(dF: np.ndarray, cache: SampledRowsCache) -> SampledRow
     dF = upstream(dF, "dF", (*lead, h, idx.size, d // h), dt)
     d_rows = np.swapaxes(dF, -3, -2).reshape(*lead, idx.size, d)
     dx = np.zeros(shape, dtype=dt)
-    # idx is usually sorted (linspace); np.add.at sums repeats in any order
-    np.add.at(dx, (..., idx, slice(None)), d_rows)  # type: ignore[arg-type]  # numpy stubs
+    # Σ over repeats of a position: sort the positions (stably, so repeats keep their
+    # order), sum each run of equal positions, then write each sum into its row once.
+    order = np.argsort(idx, kind="stable")
+    pos = idx[order]
+    starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
+    dx[..., pos[starts], :] = np.add.reduceat(d_rows[..., order, :], starts, axis=-2)
     return SampledRowsGrads(dx)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from helpers import readonly
 
+import primal_np.fast.layer as fast_layer
 from primal_np.adapters.layer import PRIMAL_ATTENTION_GRID, LayerPoint
 from primal_np.compare import rel_error
 from primal_np.fast import (
@@ -13,6 +14,7 @@ from primal_np.fast import (
     primal_attention_impl,
     unsupported_reason,
 )
+from primal_np.fast.output import use_fused
 from primal_np.fast.validate import check_fast_path
 from primal_np.ksvd_loss import ksvd_loss, ksvd_loss_backward, ksvd_terms_from_cache
 from primal_np.layer import primal_attention, primal_attention_backward
@@ -45,13 +47,34 @@ VARIANTS = {
         13,
     ),
     "causal": (dict(variant="causal"), "per_sample", False, 8),
+    # 2Hs > D + 2s: the output stage's unfused form (primal_np.fast.output)
+    "lra unfused output": (dict(variant="lra", num_heads=3), "lra", True, 11),
+    "causal unfused output": (dict(variant="causal", num_heads=3), "per_sample", False, 7),
 }
 
 
+def _variant_config(kw):
+    return PrimalAttentionConfig(**{"dim": 6, "num_heads": 2, "low_rank": 2, "rank_multi": 3, **kw})
+
+
+def test_the_variants_cover_both_forms_of_the_output_stage():
+    forms = {
+        use_fused(c.dim, c.num_heads, c.low_rank)
+        for c in map(_variant_config, (v[0] for v in VARIANTS.values()))
+    }
+    assert forms == {True, False}
+
+
+@pytest.mark.parametrize("rows", [None, 4], ids=["whole sequences", "blocks of 4 tokens"])
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_reference_and_fast_path_agree_to_1e13_in_float64(rng, name):
+def test_reference_and_fast_path_agree_to_1e13_in_float64(rng, monkeypatch, name, rows):
+    """Every variant, the KSVD loss joined; the backward below the output stage works a
+    block of tokens at a time (``primal_np.fast.layer.ROWS``): several blocks per sequence
+    too (the causal variant always takes whole sequences)."""
+    if rows is not None:
+        monkeypatch.setattr(fast_layer, "ROWS", rows)
     kw, convention, masked, n_tok = VARIANTS[name]
-    cfg = PrimalAttentionConfig(dim=6, num_heads=2, low_rank=2, **{"rank_multi": 3, **kw})
+    cfg = _variant_config(kw)
     P = init_primal_attention_params(cfg, seed=7, linear_init="torch")
     x = rng.standard_normal((2, n_tok, 6))
     mask = None
@@ -109,3 +132,26 @@ def test_fast_path_float32_stays_float32_and_inputs_are_untouched(rng):
     assert y.dtype == np.float32
     g = fast_primal_attention_backward(rng.standard_normal(y.shape), cache)  # float64 upstream
     assert g.x.dtype == np.float32 and all(v.dtype == np.float32 for v in g.params.values())
+
+
+@pytest.mark.parametrize("name", ["lra", "lra unfused output", "causal"])
+def test_backward_leaves_the_cache_intact_and_returns_fresh_arrays(rng, name):
+    """Two backward passes from one cache agree exactly, and no gradient shares memory
+    with the cache, the parameters or the input (the backward works in place on its own
+    buffers only)."""
+    kw, _, masked, n_tok = VARIANTS[name]
+    cfg = _variant_config(kw)
+    P = init_primal_attention_params(cfg, seed=3, linear_init="torch")
+    x = rng.standard_normal((2, n_tok, 6))
+    mask = np.ones((2, n_tok), dtype=bool) if masked else None
+    if masked:
+        mask[0, -3:] = False
+    y, cache = fast_primal_attention(x, P, cfg, mask=mask)
+    dy = rng.standard_normal(y.shape)
+    g1 = fast_primal_attention_backward(dy, cache)
+    g2 = fast_primal_attention_backward(dy, cache)
+    held = [v for v in cache if isinstance(v, np.ndarray)] + list(cache.params.values())
+    held += [v for v in cache.out if isinstance(v, np.ndarray)] + [x, y]
+    for a, b in zip([g1.x, *g1.params.values()], [g2.x, *g2.params.values()], strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert not any(np.shares_memory(a, h) for h in held)

@@ -141,3 +141,22 @@ def test_running_mean_values_and_vjp(rng):
     check_vjp(
         lambda x: running_mean(x, axis=0), running_mean_backward, {"x": x[0]}, ["x"]
     ).assert_ok()
+
+
+@pytest.mark.parametrize("idx", [[0, 2, 2, 5], [5, 0, 2, 0, 5, 5], [3], [4, 3, 2, 1, 0]], ids=str)
+def test_sampled_rows_backward_scatter_adds_repeats_in_any_order(rng, idx):
+    """dX at a position = Σ of the dF rows sampled there (a loop over the samples), and
+    sampled_rows passes a finite-difference VJP check with repeated, unsorted positions."""
+    from primal_np.sampling import sampled_rows, sampled_rows_backward
+
+    x = rng.standard_normal((2, 6, 4))
+    idx = np.array(idx)
+    F, cache = sampled_rows(x, idx, 2)
+    dF = rng.standard_normal(F.shape)
+    expect = np.zeros_like(x)
+    rows = np.swapaxes(dF, -3, -2).reshape(2, idx.size, 4)
+    for j, t in enumerate(idx):
+        expect[:, t, :] += rows[:, j, :]
+    dx = sampled_rows_backward(dF, cache).x
+    np.testing.assert_allclose(dx, expect, rtol=1e-15, atol=1e-15)
+    check_vjp(lambda x: sampled_rows(x, idx, 2), sampled_rows_backward, {"x": x}, ["x"]).assert_ok()

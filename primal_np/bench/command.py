@@ -6,16 +6,18 @@ import argparse
 import json
 import sys
 
+from .interleave import ROUNDS
 from .measure import (
     LARGE_N,
     MATMUL_SIZE,
     MAX_SECONDS_PER_RUN,
     blas_threads,
     default_cases,
+    default_interleaved,
     run_bench,
     torch_available,
 )
-from .report import format_table, summarize
+from .report import format_interleaved, format_table, summarize
 
 
 # --------------------------------------------------------------------------- command line
@@ -62,11 +64,15 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         "bench",
         help="time and peak memory of the primal and canonical layers (and PyTorch)",
         description="Forward + backward (random upstream gradient, no KSVD loss) of the "
-        "Primal-Attention layer (LRA, data-dependent weights) and of the canonical MHA layer, "
-        "in primal_np and, if torch is installed, PyTorch CPU eager autograd with as many "
-        "threads as NumPy's BLAS. Each measurement runs in a fresh subprocess: median of "
-        "several runs after a warm-up; peak memory = peak RSS above the RSS once the inputs "
-        "exist (the same method for both). Scaling: B=1, D=256, H=4, s=32, rank_multi=10, "
+        "Primal-Attention layer (LRA, data-dependent weights: primal_np's reference and fast "
+        "implementations) and of the canonical MHA layer (primal_np), against PyTorch CPU "
+        "autograd (the authors' layer restated, eager and under torch.compile) with as many "
+        "threads as NumPy's BLAS. First an interleaved comparison: all implementations of "
+        f"the primal layer in one process, run by run for {ROUNDS} rounds, with np.matmul "
+        "in every round; it gives the ratios (median of the per-round ratios). Then each "
+        "measurement in a fresh subprocess: median of several runs after a warm-up; peak "
+        "memory = peak RSS above the RSS once the inputs exist (the same method for all). "
+        "Compilation is never timed; if torch.compile fails, the output says why. Scaling: B=1, D=256, H=4, s=32, rank_multi=10, "
         "float32, N = 512 … 65536 (canonical while its N×N arrays fit and a run stays under "
         f"{MAX_SECONDS_PER_RUN:.0f} s); comparison with torch at B=4, N=4096 in float32 and "
         f"float64; the primal layer at N={LARGE_N}. GFLOP/s counts the matrix products "
@@ -76,6 +82,18 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line per measurement")
     p.add_argument("--quick", action="store_true", help="small N only (well under a minute)")
     p.add_argument("--no-torch", action="store_true", help="measure primal_np only")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument(
+        "--interleaved-only",
+        action="store_true",
+        help="only the interleaved comparison (no subprocess measurements)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        metavar="R",
+        help=f"rounds of the interleaved comparison (default {ROUNDS}, 5 with --quick)",
+    )
     p.add_argument("--sizes", type=_sizes, metavar="N,N,...", help="scaling sequence lengths")
     p.add_argument(
         "--compare",
@@ -99,18 +117,30 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 def _cmd_bench(args: argparse.Namespace) -> int:
     with_torch = not args.no_torch and torch_available()
     threads = blas_threads()
-    cases = default_cases(
-        quick=args.quick,
-        with_torch=with_torch,
+    opts = dict(quick=args.quick, with_torch=with_torch, with_compile=not args.no_compile)
+    cases = []
+    if not args.interleaved_only:
+        cases = default_cases(
+            **opts,
+            threads=threads,
+            sizes=args.sizes,
+            compare=args.compare,
+            repeats=args.repeats,
+            large=False if args.no_large else None,
+        )
+    interleaved = default_interleaved(
+        **opts,
         threads=threads,
-        sizes=args.sizes,
         compare=args.compare,
-        repeats=args.repeats,
-        large=False if args.no_large else None,
+        rounds=args.rounds,
+        matmul_size=args.matmul_size,
     )
     if args.json:
         run_bench(
-            cases, emit=lambda r: print(json.dumps(r), flush=True), matmul_size=args.matmul_size
+            cases,
+            emit=lambda r: print(json.dumps(r), flush=True),
+            matmul_size=args.matmul_size,
+            interleaved=interleaved,
         )
         return 0
     print(
@@ -120,13 +150,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     results = run_bench(
         cases,
         matmul_size=args.matmul_size,
+        interleaved=interleaved,
         emit=lambda r: print(
-            f"  {r['group']:<8}{r['layer']:<10}{r['impl']:<10}{r['dtype']:<8}B={r['B']} N={r['N']}",
+            f"  {r['group']:<12}{r['layer']:<10}{r['impl']:<14}{r['dtype']:<8}"
+            f"B={r['B']} N={r['N']}",
             file=sys.stderr,
             flush=True,
         ),
     )
-    print(format_table(results))
+    print(format_interleaved(results))
+    print()
+    print(format_table([r for r in results if r.get("group") != "interleaved"]))
     print()
     for what, value, verdict in summarize(results):
         print(f"{what:<62} {value:>14}  {verdict}")

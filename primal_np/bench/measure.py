@@ -11,6 +11,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+from .interleave import ROUNDS
+from .layers import TORCH_IMPLS, make_layer
 
 S, RANK_MULTI, D, H = 32, 10, 256, 4
 SCALING_N = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
@@ -23,10 +27,10 @@ REQUIRED_KEYS = ("layer", "impl", "N", "B", "D", "H", "s", "dtype", "fwd_bwd_s",
 
 @dataclass(frozen=True)
 class Case:
-    """One measurement. ``group``: "scaling", "compare" (vs torch) or "large"."""
+    """One subprocess measurement. ``group``: "scaling", "compare" (vs torch) or "large"."""
 
     layer: str  # "primal" | "canonical"
-    impl: str  # "primal_np" | "torch"
+    impl: str  # primal: "reference" | "fast" | "torch" | "torch_compile"; canonical: "primal_np" | "torch"
     N: int
     B: int = 1
     D: int = D
@@ -116,7 +120,7 @@ def _reset_peak() -> tuple[int, str]:
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return _status_kib("VmRSS") * 1024, "VmHWM-VmRSS after clear_refs"
+        return (_status_kib("VmRSS") or 0) * 1024, "VmHWM-VmRSS after clear_refs"
     except (OSError, TypeError):
         import resource  # no clear_refs: ru_maxrss minus RSS, valid only if the layer's peak
         #                  exceeds everything before it (true at the sizes measured here)
@@ -139,79 +143,10 @@ def _peak_kib() -> int:
 
 # --------------------------------------------------------------------------- the layers
 def _make(case: Case, N: int):
-    """A zero-argument function running forward + backward once on seeded inputs."""
-    import numpy as np
-
-    dt = np.dtype(case.dtype)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((case.B, N, case.D)).astype(dt)
-    dy = rng.standard_normal((case.B, N, case.D)).astype(dt)
-    if case.layer == "primal":
-        from ..params import PrimalAttentionConfig, init_primal_attention_params, to_state_dict
-
-        cfg = PrimalAttentionConfig(case.D, case.H, case.s, case.rank_multi, variant="lra")
-        params = init_primal_attention_params(cfg, seed=0, dtype=dt)
-    else:
-        from ..mha import init_mha_params
-
-        params = init_mha_params(case.D, seed=0, dtype=dt)
-
-    if case.impl == "primal_np":
-        if case.layer == "primal":
-            from ..layer import primal_attention, primal_attention_backward
-
-            def fwd():
-                return primal_attention(x, params, cfg)
-
-            def bwd(out):
-                return primal_attention_backward(dy, out[1])
-        else:
-            from ..mha import mha_attention, mha_attention_backward
-
-            def fwd():
-                return mha_attention(x, params, num_heads=case.H)
-
-            def bwd(out):
-                return mha_attention_backward(dy, out[1])
-
-        return fwd, bwd
-
-    import torch
-    import torch.nn.functional as tF
-
-    tx = torch.tensor(x, requires_grad=True)
-    tdy = torch.tensor(dy)
-    if case.layer == "primal":
-        from ..torch_reference import lra_layer
-
-        sd = {k: torch.tensor(v, requires_grad=True) for k, v in to_state_dict(params, cfg).items()}
-        leaves = [tx, *sd.values()]
-
-        def fwd():
-            for t in leaves:
-                t.grad = None
-            return lra_layer(sd, tx, case.H, case.s, case.rank_multi)[0]
-    else:
-        tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-        leaves = [tx, *tp.values()]
-
-        def fwd():
-            for t in leaves:
-                t.grad = None
-            xt = tx.transpose(0, 1)  # (N, B, D), the functional's layout
-            w = torch.cat([tp["W_q"], tp["W_k"], tp["W_v"]])
-            b = torch.cat([tp["b_q"], tp["b_k"], tp["b_v"]])
-            y, _ = tF.multi_head_attention_forward(
-                xt, xt, xt, case.D, case.H, w, b, None, None, False, 0.0, tp["W_o"], tp["b_o"],
-                training=True, need_weights=False,
-            )  # fmt: skip
-            return y.transpose(0, 1)
-
-    def bwd(y):
-        y.backward(tdy)
-        return [t.grad for t in leaves]
-
-    return fwd, bwd
+    """(fwd, bwd) of ``case`` at N tokens (``layers.make_layer``)."""
+    return make_layer(
+        case.layer, case.impl, case.B, N, case.D, case.H, case.s, case.rank_multi, case.dtype
+    )
 
 
 def _time_runs(fwd, bwd, repeats: int) -> dict:
@@ -269,20 +204,28 @@ def _worker(spec_json: str) -> None:
     if spec.get("kind") == "matmul":
         print(json.dumps(_matmul_worker(spec["dtype"], spec["threads"], spec["size"])))
         return
+    if spec.get("kind") == "interleave":
+        from .interleave import main
+
+        main(json.dumps(spec))
+        return
     case = Case(**spec)
-    if case.impl == "torch":
+    if case.impl in TORCH_IMPLS:
         import torch
 
         torch.set_num_threads(case.threads)
-    tiny_f, tiny_b = _make(case, 64)  # initialise library state outside the measurement
-    tiny_b(tiny_f())
-    del tiny_f, tiny_b
+    if case.impl != "torch_compile":  # (compiling at N = 64 would not help the real shape)
+        tiny_f, tiny_b = _make(case, 64)  # initialise library state outside the measurement
+        tiny_b(tiny_f())
+        del tiny_f, tiny_b
     fwd, bwd = _make(case, case.N)
+    if case.impl == "torch_compile":
+        bwd(fwd())  # compile outside the measurement (the warm-up run below is a second one)
     base, method = _reset_peak()
     res = _time_runs(fwd, bwd, case.repeats)
     res["peak_bytes"] = _peak_kib() * 1024 - base
     res["peak_method"] = method
-    if case.impl == "torch":
+    if case.impl in TORCH_IMPLS:
         import torch
 
         res["torch_threads"] = torch.get_num_threads()
@@ -293,7 +236,7 @@ def _worker(spec_json: str) -> None:
     print(json.dumps(res))
 
 
-def _spawn(spec: dict, timeout: float | None = None) -> dict:
+def _spawn(spec: dict, timeout: float | None = None) -> Any:
     pkg_root = str(Path(__file__).resolve().parents[2])  # the directory holding primal_np/
     env = dict(os.environ)
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -324,35 +267,85 @@ def default_cases(
     *,
     quick: bool = False,
     with_torch: bool = True,
+    with_compile: bool = True,
     threads: int = 1,
     sizes: tuple[int, ...] | None = None,
     compare: tuple[int, int] | None = None,
     repeats: int | None = None,
     large: bool | None = None,
 ) -> list[Case]:
-    """The benchmark's cases, in run order (see ``python -m primal_np bench --help``)."""
-    impls = ["primal_np", "torch"] if with_torch else ["primal_np"]
+    """The subprocess measurements, in run order (see ``python -m primal_np bench --help``).
+
+    ``torch_compile`` runs in the compare group only (compiling costs tens of seconds per
+    shape), never with ``quick``."""
+    torch_impls = ["torch"] + (["torch_compile"] if with_compile and not quick else [])
+    primal = ["reference", "fast"] + (torch_impls if with_torch else [])
+    canonical = ["primal_np"] + (["torch"] if with_torch else [])
     sizes = sizes or (QUICK_N if quick else SCALING_N)
     compare = compare or ((2, 1024) if quick else (4, 4096))
     reps = repeats or (3 if quick else 5)
     large = (not quick) if large is None else large
-    common = dict(repeats=reps, threads=threads)
+    common: dict[str, Any] = dict(repeats=reps, threads=threads)
     cases = []
-    for layer in ("primal", "canonical"):
+    for layer, impls in (("primal", primal), ("canonical", canonical)):
+        scaling = [i for i in impls if i != "torch_compile"]
         for n in sizes:
-            cases += [Case(layer, impl, n, group="scaling", **common) for impl in impls]
+            cases += [Case(layer, impl, n, group="scaling", **common) for impl in scaling]
     for dtype in ("float32",) if quick else ("float32", "float64"):
-        for layer in ("primal", "canonical"):
+        for layer, impls in (("primal", primal), ("canonical", canonical)):
             cases += [
                 Case(layer, impl, compare[1], B=compare[0], dtype=dtype, group="compare", **common)
                 for impl in impls
             ]
     if large:
-        for dtype in ("float32", "float64"):
-            cases.append(Case("primal", "primal_np", LARGE_N, dtype=dtype, group="large", **common))
+        for impl, dtype in (("fast", "float32"), ("fast", "float64"), ("reference", "float32")):
+            cases.append(Case("primal", impl, LARGE_N, dtype=dtype, group="large", **common))
         if with_torch:
             cases.append(Case("primal", "torch", LARGE_N, dtype="float32", group="large", **common))
     return cases
+
+
+@dataclass(frozen=True)
+class Interleaved:
+    """One interleaved comparison (``primal_np.bench.interleave``): every implementation in
+    ``impls`` in one process, round by round, with np.matmul in each round."""
+
+    layer: str
+    impls: tuple[str, ...]
+    N: int
+    B: int = 1
+    D: int = D
+    H: int = H
+    s: int = S
+    rank_multi: int = RANK_MULTI
+    dtype: str = "float32"
+    threads: int = 1
+    rounds: int = ROUNDS
+    matmul_size: int = MATMUL_SIZE
+
+
+def default_interleaved(
+    *,
+    quick: bool = False,
+    with_torch: bool = True,
+    with_compile: bool = True,
+    threads: int = 1,
+    compare: tuple[int, int] | None = None,
+    rounds: int | None = None,
+    matmul_size: int = MATMUL_SIZE,
+) -> list[Interleaved]:
+    """The interleaved comparison of the primal layer's implementations at the compare shape
+    (float32): reference, fast and, with torch, eager and (not with ``quick``) compiled."""
+    compare = compare or ((2, 1024) if quick else (4, 4096))
+    impls: tuple[str, ...] = ("reference", "fast")
+    if with_torch:
+        impls += ("torch",) + (("torch_compile",) if with_compile and not quick else ())
+    return [
+        Interleaved(
+            "primal", impls, compare[1], B=compare[0], threads=threads,
+            rounds=rounds or (5 if quick else ROUNDS), matmul_size=matmul_size,
+        )
+    ]  # fmt: skip
 
 
 def _skip_reason(case: Case, done: list[dict]) -> str | None:
@@ -388,12 +381,22 @@ def _skip_reason(case: Case, done: list[dict]) -> str | None:
 
 def run_case(case: Case, matmul_gflops: dict[str, float]) -> dict:
     """Measure one case in a fresh subprocess; return its JSON record."""
-    rec = {
+    rec: dict[str, Any] = {
         "layer": case.layer, "impl": case.impl, "N": case.N, "B": case.B, "D": case.D,
         "H": case.H, "s": case.s, "rank_multi": case.rank_multi, "dtype": case.dtype,
         "group": case.group, "threads": case.threads,
     }  # fmt: skip
-    rec.update(_spawn(asdict(case)))
+    try:
+        rec.update(_spawn(asdict(case)))
+    except RuntimeError as exc:
+        if case.impl != "torch_compile":
+            raise
+        tail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no message"
+        return rec | {
+            "fwd_bwd_s": None,
+            "peak_bytes": None,
+            "skipped": f"torch.compile failed: {tail}",
+        }
     gflop = flops(case.layer, case.B, case.N, case.D, case.H, case.s, case.rank_multi) / 1e9
     rec["gflop"] = gflop
     rec["gflops"] = gflop / rec["fwd_bwd_s"]
@@ -405,16 +408,34 @@ def run_case(case: Case, matmul_gflops: dict[str, float]) -> dict:
     return rec
 
 
-def run_bench(cases: list[Case], emit=None, *, matmul_size: int = MATMUL_SIZE) -> list[dict]:
-    """Run the cases in order (skipping those that would not fit); ``emit(record)`` each.
+def run_interleaved(spec: Interleaved) -> list[dict]:
+    """One interleaved comparison in a fresh subprocess; one record per implementation."""
+    return _spawn({"kind": "interleave", **asdict(spec)})
 
-    First measures the np.matmul reference (``matmul_size``² matrices) of each dtype."""
+
+def run_bench(
+    cases: list[Case],
+    emit=None,
+    *,
+    matmul_size: int = MATMUL_SIZE,
+    interleaved: list[Interleaved] | tuple = (),
+) -> list[dict]:
+    """Run the interleaved comparisons, then the cases in order (skipping those that would
+    not fit); ``emit(record)`` each.
+
+    Before the cases, measures the np.matmul reference (``matmul_size``² matrices) of each
+    dtype; the interleaved comparisons measure their own in every round."""
+    done: list[dict] = []
+    for spec in interleaved:
+        for rec in run_interleaved(spec):
+            done.append(rec)
+            if emit is not None:
+                emit(rec)
     threads = cases[0].threads if cases else 1
     matmul = {}
     for dtype in sorted({c.dtype for c in cases}):
         spec = {"kind": "matmul", "dtype": dtype, "threads": threads, "size": matmul_size}
         matmul[dtype] = _spawn(spec)["matmul_gflops"]
-    done: list[dict] = []
     for case in cases:
         reason = _skip_reason(case, done)
         if reason is not None:

@@ -26,22 +26,38 @@ Layout. Arrays stay token-major, as the projections produce them: Q and K are th
 halves of one (B, N, 2, H, p) array [Q | K] = X [W_q; W_k]ᵀ (one GEMM; the vision layer's
 ``qk`` is this array already), and the (B, H, N, ·) head arrays of the equations are
 strided views of it, which NumPy's matmul hands to BLAS without a copy. E and R are the
-two halves of one (B, N, H, 2s) array [E | R], so the W_c map of all heads and tokens is a
-single (B·N·H, 2s) × (2s, p) GEMM whose output is already ``merged`` (B, N, H·p).
+two halves of one (B, N, H, 2s) array [E | R], read by the output stage as (B·N, H·2s)
+rows: there the W_c map and the output projection are one GEMM, or two when that is
+cheaper (``primal_np.fast.output``).
+
+The cosine map is never applied to a full-size array. φ scales each row of Q by
+1/‖q_i‖, so E = Φ_q W_{e|X} = diag(1/‖q_i‖) (Q W_{e|X}): the score GEMMs read Q and their
+(N, s) outputs are scaled instead. In the backward, the projection of φ's Jacobian
+needs φ_iᵀ dΦ_i = φ_iᵀ W dE_iᵀ = e_i · dE_i, a dot of s-vectors; with G = diag(1/‖q_i‖) dE,
+
+    dQ = G W_{e|X}ᵀ − diag(c) Q,   c_i = (e_i · dE_i)/‖q_i‖²  (0 where ‖q_i‖ ≤ eps),
+    dW_{e|X} = Φ_qᵀ dE = Qᵀ G.
+
+Every matrix product goes through ``np.matmul`` (NumPy's BLAS), never a second BLAS
+library: two OpenBLAS thread pools in one process (NumPy's and SciPy's) compete for the
+cores, because each pool's idle threads keep spinning for a while after a call; with two
+cores that made the layer ~1.5× slower than with one pool.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
 from .._checks import cache_of, result_dtype, upstream
-from ..feature_maps import CosineCache, _cosine_normalize, _cosine_normalize_backward
+from ..feature_maps import NORMALIZE_EPS
 from ..ksvd_loss import KSVDGrads, check_ksvd_grads
 from ..layer import PrimalAttentionGrads, check_layer_input, sample_indices
 from ..params import PrimalAttentionConfig, check_params
-from ..primitives import running_mean, running_mean_backward
+from ..primitives import RunningMeanCache, running_mean, running_mean_backward
+from .output import OutputCache, output_stage, output_stage_backward
 
 __all__ = [
     "FastPrimalCache",
@@ -66,34 +82,42 @@ class FastPrimalCache(NamedTuple):
     """Forward intermediates. ``escore``, ``rscore`` (B,H,N,s) and ``we_x``, ``wr_x``
     (B,H,p,s; None for data-independent weights) are what the KSVD loss consumes.
 
-    Head arrays are (B, H, N, ·) views of token-major arrays (module docstring): ``escore``
-    and ``rscore`` of one (B, N, H, 2s) array, ``cos_q`` and ``cos_k`` of ``cos_qk``."""
+    ``qk`` is [Q | K] (B, N, 2, H, p), after the running mean in the causal variant and
+    before the feature map; ``inv_norm`` (B, N, 2, H) holds 1/max(‖q_i‖, eps) and
+    ``clamped`` where ‖q_i‖ ≤ eps. Φ_q, Φ_k (``phi_q``, ``phi_k``) are formed on request.
+    ``ER`` is [E | R] (B, N, H, 2s); ``escore`` and ``rscore`` are (B, H, N, s) views."""
 
     config: PrimalAttentionConfig
     params: dict
     x: np.ndarray  # (B, N, D)
     mask: np.ndarray | None  # (B, N) bool
     idx: np.ndarray | None  # (n,) sampled positions
-    q_rm: Any  # running-mean cache of the joint [Q | K] (causal) or None; k_rm is q_rm
-    k_rm: Any
-    cos_q: Any  # cosine caches; their .y is Φ_q, Φ_k (B,H,N,p)
-    cos_k: Any
+    qk_mean: RunningMeanCache | None  # running-mean cache of [Q | K] (causal) or None
+    qk: np.ndarray  # (B, N, 2, H, p)
+    inv_norm: np.ndarray  # (B, N, 2, H)
+    clamped: np.ndarray  # (B, N, 2, H) bool
     F: np.ndarray | None  # (B, H, n, p)
     we_x: np.ndarray | None
     wr_x: np.ndarray | None
-    escore: np.ndarray
-    rscore: np.ndarray
-    merged: np.ndarray  # (B, N, D) heads merged, input of the output projection
-    cos_qk: Any = None  # cosine cache of the joint [Q | K] (B, N, 2, H, p); .y is Φ
-    w_qk: np.ndarray | None = None  # the fused projection [W_q; W_k] (2D, D) of the forward
+    ER: np.ndarray  # (B, N, H, 2s)
+    out: OutputCache  # of the output stage (``primal_np.fast.output``)
+    w_qk: np.ndarray  # the fused projection [W_q; W_k] (2D, D) of the forward
+
+    @property
+    def escore(self) -> np.ndarray:
+        return self.ER[..., : self.config.low_rank].transpose(0, 2, 1, 3)
+
+    @property
+    def rscore(self) -> np.ndarray:
+        return self.ER[..., self.config.low_rank :].transpose(0, 2, 1, 3)
 
     @property
     def phi_q(self) -> np.ndarray:
-        return self.cos_q.y  # type: ignore[attr-defined]
+        return _qk_halves(self.qk * self.inv_norm[..., None])[0]
 
     @property
     def phi_k(self) -> np.ndarray:
-        return self.cos_k.y  # type: ignore[attr-defined]
+        return _qk_halves(self.qk * self.inv_norm[..., None])[1]
 
 
 def _heads(t: np.ndarray, H: int) -> np.ndarray:
@@ -113,9 +137,9 @@ def _qk_halves(qk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return qk[:, :, 0].transpose(0, 2, 1, 3), qk[:, :, 1].transpose(0, 2, 1, 3)
 
 
-def _rows(t: np.ndarray) -> np.ndarray:
-    """(B, H, N, k) head view of a token-major array → its (B·N·H, k) rows (a view)."""
-    return t.transpose(0, 2, 1, 3).reshape(-1, t.shape[-1])
+def _er_halves(er: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, N, H, 2s) joint array → its E and R halves as (B, H, N, s) views."""
+    return er[..., :s].transpose(0, 2, 1, 3), er[..., s:].transpose(0, 2, 1, 3)
 
 
 def _qk_projection(P: dict, variant: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -123,6 +147,21 @@ def _qk_projection(P: dict, variant: str) -> tuple[np.ndarray, np.ndarray | None
     if variant == "vision":
         return P["wqk"], P.get("bqk")
     return np.concatenate([P["wq"], P["wk"]]), np.concatenate([P["bq"], P["bk"]])
+
+
+def _inverse_norms(qk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """1/max(‖row‖₂, eps) of the (…, p) rows of [Q | K] (B, N, 2, H, p), and where
+    ‖row‖ ≤ eps; both (B, N, 2, H)."""
+    eps = qk.dtype.type(NORMALIZE_EPS)
+    norm = np.sqrt(np.einsum("...i,...i->...", qk, qk))
+    clamped = norm <= eps
+    return np.divide(1, np.maximum(norm, eps, out=norm), out=norm), clamped
+
+
+def _scale_scores(ER: np.ndarray, inv: np.ndarray) -> None:
+    """Row (b, t, h) of E (R) times 1/‖q‖ (1/‖k‖) of that token and head, in place."""
+    B, N, H, s2 = ER.shape
+    ER.reshape(B, N, H, 2, s2 // 2)[...] *= inv.transpose(0, 1, 3, 2)[..., None]
 
 
 def fast_primal_attention(
@@ -163,25 +202,15 @@ def fast_primal_attention(
     if b_qk is not None:
         qk += b_qk
     qk = qk.reshape(B, N, 2, H, p)
-    q_rm = k_rm = None
+    qk_mean = None
     if config.variant == "causal":
-        qk, q_rm = running_mean(qk, axis=1)  # q̃_i = (1/i) Σ_{t≤i} q_t, likewise k̃
-        k_rm = q_rm  # one cache for the joint [Q | K] array (running mean along axis 1)
-    # Φ = φ([Q | K]) row by row, in place on our own [Q | K] array (Q, K are not needed
-    # afterwards); cos_q, cos_k are its halves, as (B, H, N, ·) views.
-    phi, cos_qk = _cosine_normalize(qk, out=qk)
-    halves = [_qk_halves(a) for a in cos_qk]  # (y, denom, clamped), each split in Q, K
-    cos_q = CosineCache(*(h[0] for h in halves))
-    cos_k = CosineCache(*(h[1] for h in halves))
-    phi_q, phi_k = _qk_halves(phi)
-
+        qk, qk_mean = running_mean(qk, axis=1)  # q̃_i = (1/i) Σ_{t≤i} q_t, likewise k̃
+    inv, clamped = _inverse_norms(qk)  # φ(q_i) = q_i · inv_i
     idx = sample_indices(config, N)
     F = we_x = wr_x = None
-    # [E | R] (B, N, H, 2s); E, R are (B, H, N, s) views that the score GEMMs write into.
-    ER = np.empty((B, N, H, 2 * s), dtype=dt)
-    E = ER[..., :s].transpose(0, 2, 1, 3)
-    R = ER[..., s:].transpose(0, 2, 1, 3)
-    if idx is not None:
+    if idx is None:
+        we_x_, wr_x_ = P["we"], P["wr"]  # (H, p, s), shared by the batch
+    else:
         if idx.shape[0] != P["we"].shape[1]:
             raise ValueError(
                 f"{N} tokens give n = {idx.shape[0]} sampled rows but we has shape "
@@ -189,25 +218,27 @@ def fast_primal_attention(
             )
         F = _heads(x[:, idx, :], H)  # (B, H, n, p), a view of the gathered rows
         Ft = np.swapaxes(F, -1, -2)
-        we_x = Ft @ P["we"]  # W_{e|X} = Fᵀ W_e: (B, H, p, s)
-        wr_x = Ft @ P["wr"]
-        np.matmul(phi_q, we_x, out=E)  # E = Φ_q W_{e|X}
-        np.matmul(phi_k, wr_x, out=R)  # R = Φ_k W_{r|X}
-    else:
-        np.matmul(phi_q, P["we"], out=E)  # (B,H,N,p) @ (H,p,s)
-        np.matmul(phi_k, P["wr"], out=R)
-    # O_h = [E, R] W_cᵀ + b_c for every (b, t, h) row at once; the result is merged (B, N, D).
-    merged = (ER.reshape(-1, 2 * s) @ P["wc"].T).reshape(B, N, H, p)
-    merged += P["bc"]
-    if mask is not None:
-        merged *= mask[:, :, None, None]  # rows of padded tokens → 0
-    merged = merged.reshape(B, N, D)
-    y = merged @ P["wo"].T
-    y += P["bo"]
+        we_x = we_x_ = Ft @ P["we"]  # W_{e|X} = Fᵀ W_e: (B, H, p, s)
+        wr_x = wr_x_ = Ft @ P["wr"]
+    # [E | R] (B, N, H, 2s) = [Q W_{e|X} | K W_{r|X}], then each row scaled by its inv
+    ER = np.empty((B, N, H, 2 * s), dtype=dt)
+    _scores(ER, qk, we_x_, wr_x_)
+    _scale_scores(ER, inv)  # E = Φ_q W_{e|X}, R = Φ_k W_{r|X}
+    # O_h = [E, R] W_cᵀ + b_c, padded rows → 0, Y = merge(O) W_oᵀ + b_o (``output``)
+    y, out = output_stage(ER, P, mask)
     cache = FastPrimalCache(
-        config, P, x, mask, idx, q_rm, k_rm, cos_q, cos_k, F, we_x, wr_x, E, R, merged, cos_qk, w_qk
+        config, P, x, mask, idx, qk_mean, qk, inv, clamped, F, we_x, wr_x, ER, out, w_qk
     )
-    return y, cache
+    return y.reshape(B, N, D), cache
+
+
+def _scores(ER: np.ndarray, qk: np.ndarray, we_x: np.ndarray, wr_x: np.ndarray) -> None:
+    """[E | R] ← [Q W_{e|X} | K W_{r|X}] per (b, h), written into the halves of ER."""
+    s = we_x.shape[-1]
+    E, R = _er_halves(ER, s)
+    q, k = _qk_halves(qk)
+    np.matmul(q, we_x, out=E)
+    np.matmul(k, wr_x, out=R)
 
 
 def _scatter_add_rows(dx: np.ndarray, dF: np.ndarray, idx: np.ndarray) -> None:
@@ -226,85 +257,37 @@ def fast_primal_attention_backward(
     """VJP of ``fast_primal_attention``; same arguments and results as
     ``primal_attention_backward``. Chain, in reverse:
 
-        dO = dY W_o;  dW_o = dYᵀ·merged;  (mask: dO rows of padded tokens = 0)
-        dE = dO W_c[:, :s] (+ d_escore),  dR = dO W_c[:, s:] (+ d_rscore)
-        dΦ_q = dE W_{e|X}ᵀ,  dW_{e|X} = Φ_qᵀ dE (+ d_we_x)
+        d[E, R] = dY W_o W_c (+ d_escore, d_rscore), and dW_o, dW_c   (``output``)
+        G = diag(1/‖q_i‖) dE;  c_i = (e_i · dE_i)/‖q_i‖²       (module docstring)
+        dQ = G W_{e|X}ᵀ − diag(c) Q;  dW_{e|X} = Qᵀ G (+ d_we_x)  (likewise K, R)
         dW_e = Σ_b F dW_{e|X},  dF = W_e dW_{e|X}ᵀ  → scatter-added into dX rows idx
-        dQ = cosine backward (then running-mean backward), dX += dQ W_q + dK W_k
+        (causal: running-mean backward)  dX += d[Q | K] [W_q; W_k];  d[W_q; W_k] = d[Q | K]ᵀ X
 
-    As in the forward, Q and K (and E and R) share one token-major array, so dX and
-    d[W_q; W_k] are one GEMM each, and dW_c, d[E, R] one GEMM over all (b, t, h) rows.
+    Below the output stage the chain runs one block of ``ROWS`` tokens of one sequence at
+    a time (d[E | R], d[Q | K] and the scratch of G W_{e|X}ᵀ live in buffers reused from
+    block to block, so none of them is ever allocated at full size); dX and d[W_q; W_k]
+    are one GEMM per block each, as Q and K share one token-major array.
     """
     cache_of(cache, FastPrimalCache, "fast_primal_attention")
-    cfg, P, x, mask, idx = cache.config, cache.params, cache.x, cache.mask, cache.idx
-    dt = x.dtype
-    H, p, s = cfg.num_heads, cfg.head_dim, cfg.low_rank
-    B, N, D = x.shape
-    dy = upstream(dy, "dy", x.shape, dt)
+    cfg, P, x, idx = cache.config, cache.params, cache.x, cache.idx
+    D = x.shape[2]
+    dy = upstream(dy, "dy", x.shape, x.dtype)
     kg = check_ksvd_grads(ksvd_grads, cache)
-    d_escore = d_rscore = d_we_x = d_wr_x = None
-    if kg is not None:
-        d_escore, d_rscore, d_we_x, d_wr_x = kg.escore, kg.rscore, kg.we_x, kg.wr_x
-    grads: dict[str, np.ndarray] = {}
-    dy2 = dy.reshape(-1, D)
-    grads["wo"] = dy2.T @ cache.merged.reshape(-1, D)
-    grads["bo"] = dy2.sum(axis=0)
-    dhead = dy @ P["wo"]  # dO, merged layout (B, N, H·p)
-    if mask is not None:
-        dhead *= mask[:, :, None]
-    dh2 = dhead.reshape(-1, p)  # one row per (b, t, h)
-    # forward was O = [E, R] W_cᵀ + b_c over the (b, t, h) rows, so dW_c = dOᵀ [E, R]
-    # and d[E, R] = dO W_c; E and R are (b, t, h)-row views of the [E | R] array.
-    E, R = cache.escore, cache.rscore
-    grads["wc"] = np.empty_like(P["wc"])
-    np.matmul(dh2.T, _rows(E), out=grads["wc"][:, :s])
-    np.matmul(dh2.T, _rows(R), out=grads["wc"][:, s:])
-    grads["bc"] = dh2.sum(axis=0)
-    dER = (dh2 @ P["wc"]).reshape(B, N, H, 2 * s)
-    dE = dER[..., :s].transpose(0, 2, 1, 3)  # (B, H, N, s) views
-    dR = dER[..., s:].transpose(0, 2, 1, 3)
-    if d_escore is not None:
-        dE += d_escore
-    if d_rscore is not None:
-        dR += d_rscore
-    phi_q, phi_k = cache.cos_q.y, cache.cos_k.y
-
-    # d[Q | K] in the layout of the forward's joint array; dΦ_q, dΦ_k are written into it.
-    dqk = np.empty((B, N, 2, H, p), dtype=dt)
-    d_phi_q, d_phi_k = _qk_halves(dqk)
+    # the gradients of W_c, b_c, W_o, b_o, and d[E | R] by blocks of rows (``output``)
+    grads, d_er = output_stage_backward(dy.reshape(-1, D), cache.out)
+    dx, dw_qk, db_qk, dwe_x, dwr_x = _rows_backward(cache, kg, d_er)
     if idx is not None:
-        we_x, wr_x, F = cache.we_x, cache.wr_x, cache.F
-        np.matmul(dE, np.swapaxes(we_x, -1, -2), out=d_phi_q)  # dΦ_q = dE W_{e|X}ᵀ
-        np.matmul(dR, np.swapaxes(wr_x, -1, -2), out=d_phi_k)
-        dwe_x = np.swapaxes(phi_q, -1, -2) @ dE  # dW_{e|X} = Φ_qᵀ dE: (B, H, p, s)
-        dwr_x = np.swapaxes(phi_k, -1, -2) @ dR
-        if d_we_x is not None:
-            dwe_x += d_we_x
-        if d_wr_x is not None:
-            dwr_x += d_wr_x
+        if kg is not None and kg.we_x is not None:
+            dwe_x += kg.we_x
+            dwr_x += kg.wr_x
+        F = cache.F
         grads["we"] = (F @ dwe_x).sum(axis=0)  # Σ_b F dW_{e|X}: (H, n, s)
         grads["wr"] = (F @ dwr_x).sum(axis=0)
         dF = P["we"] @ np.swapaxes(dwe_x, -1, -2)  # W_e dW_{e|X}ᵀ: (B, H, n, p)
         dF += P["wr"] @ np.swapaxes(dwr_x, -1, -2)
-        dF = _merge(dF)  # (B, n, D), scatter-added into dX below
+        _scatter_add_rows(dx, _merge(dF), idx)  # + the path through F = X[:, idx]
     else:
-        np.matmul(dE, np.swapaxes(P["we"], -1, -2), out=d_phi_q)
-        np.matmul(dR, np.swapaxes(P["wr"], -1, -2), out=d_phi_k)
-        grads["we"] = (np.swapaxes(phi_q, -1, -2) @ dE).sum(axis=0)
-        grads["wr"] = (np.swapaxes(phi_k, -1, -2) @ dR).sum(axis=0)
-    del dhead, dh2, dER, dE, dR  # free before the cosine backward's temporary
-    # cosine backward on both halves at once, in place on our own buffer:
-    # d[Q | K] = (dΦ − Φ (Φᵀ dΦ)) / ‖[Q | K]‖ row by row
-    _cosine_normalize_backward(dqk, cache.cos_qk, out=dqk)
-    if cfg.variant == "causal":
-        dqk = running_mean_backward(dqk, cache.q_rm).x
-    # forward was [Q | K] = X [W_q; W_k]ᵀ + [b_q; b_k]: one GEMM each for dX and d[W_q; W_k]
-    dqk2 = dqk.reshape(-1, 2 * D)
-    dx = (dqk2 @ cache.w_qk).reshape(B, N, D)  # dX = dQ W_q + dK W_k
-    if idx is not None:
-        _scatter_add_rows(dx, dF, idx)  # + the path through F = X[:, idx]
-    dw_qk = dqk2.T @ x.reshape(-1, D)
-    db_qk = dqk2.sum(axis=0)
+        grads["we"], grads["wr"] = dwe_x, dwr_x
     if cfg.variant == "vision":
         grads["wqk"] = dw_qk
         if "bqk" in P:
@@ -318,3 +301,64 @@ def fast_primal_attention_backward(
         grads["we"] = grads["we"] + kg.we
         grads["wr"] = grads["wr"] + kg.wr
     return PrimalAttentionGrads(dx, {k: grads[k] for k in P})
+
+
+ROWS = 4096  # tokens per block of the backward below the output stage (causal: a sequence)
+
+
+def _rows_backward(cache: FastPrimalCache, kg: KSVDGrads | None, d_er: Callable):
+    """dX (B, N, D), d[W_q; W_k], d[b_q; b_k] and dW_{e|X}, dW_{r|X} ((B, H, p, s); for
+    data-independent weights dW_e, dW_r (H, p, s)), one block of tokens of one sequence at
+    a time, in buffers reused from block to block."""
+    x, qk = cache.x, cache.qk
+    B, N, D = x.shape
+    H, p = qk.shape[3], qk.shape[4]
+    s = cache.ER.shape[-1] // 2
+    dt = x.dtype
+    per_seq = cache.we_x is not None
+    dw = [np.zeros((B, H, p, s) if per_seq else (H, p, s), dtype=dt) for _ in range(2)]
+    dx = np.empty((B, N, D), dtype=dt)
+    dw_qk = np.zeros((2 * D, D), dtype=dt)
+    db_qk = np.zeros(2 * D, dtype=dt)
+    n = N if cache.qk_mean is not None else min(N, ROWS)
+    buf = (np.empty((n, H, 2, s), dt), np.empty((n, 2, H, p), dt), np.empty((H, n, p), dt))
+    for b in range(B):
+        dw_b = [w[b] if per_seq else w for w in dw]
+        for a in range(0, N, n):
+            z = min(a + n, N)
+            dqk2 = _block_backward(cache, kg, d_er, b, a, z, buf, dw_b).reshape(z - a, 2 * D)
+            np.matmul(dqk2, cache.w_qk, out=dx[b, a:z])  # dX = dQ W_q + dK W_k
+            dw_qk += dqk2.T @ x[b, a:z]  # d[W_q; W_k] = d[Q | K]ᵀ X
+            db_qk += dqk2.sum(axis=0)
+    return dx, dw_qk, db_qk, dw[0], dw[1]
+
+
+def _block_backward(cache, kg, d_er, b, a, z, buf, dw) -> np.ndarray:
+    """d[Q | K] (z − a, 2, H, p) of tokens a…z−1 of sequence b; adds this block's part of
+    dW_{e|X}, dW_{r|X} (H, p, s) into ``dw``. Module docstring: c, G, dQ, dW_{e|X}."""
+    H, s = cache.ER.shape[2], cache.ER.shape[3] // 2
+    n, N = z - a, cache.x.shape[1]
+    rows = slice(b * N + a, b * N + z)
+    der = d_er(rows.start, rows.stop, buf[0][:n].reshape(n, 2 * H * s)).reshape(n, H, 2, s)
+    if kg is not None:  # the KSVD loss reads E and R too
+        der[:, :, 0] += kg.escore[b, :, a:z].transpose(1, 0, 2)
+        der[:, :, 1] += kg.rscore[b, :, a:z].transpose(1, 0, 2)
+    er = cache.ER.reshape(-1, H, 2, s)[rows]
+    qk = cache.qk.reshape(-1, *cache.qk.shape[2:])[rows]  # (n, 2, H, p)
+    inv = cache.inv_norm.reshape(-1, 2, H)[rows]
+    # c_i = (e_i · dE_i)/‖q_i‖² (0 where clamped); d[Q | K] starts as −diag(c) [Q | K]
+    coef = np.einsum("...i,...i->...", er, der).transpose(0, 2, 1) * inv  # (n, 2, H)
+    coef *= -inv
+    coef[cache.clamped.reshape(-1, 2, H)[rows]] = 0
+    dqk = np.multiply(qk, coef[..., None], out=buf[1][:n])
+    der *= inv.transpose(0, 2, 1)[..., None]  # G = diag(1/‖q_i‖) dE, in place
+    for j, name in enumerate(("we", "wr")):
+        w = cache.params[name] if cache.we_x is None else (cache.we_x, cache.wr_x)[j][b]
+        G = der[:, :, j].transpose(1, 0, 2)  # (H, n, s)
+        t = np.matmul(G, np.swapaxes(w, -1, -2), out=buf[2][:, :n])  # G W_{e|X}ᵀ: (H, n, p)
+        dqk[:, j] += t.transpose(1, 0, 2)  # dQ = G W_{e|X}ᵀ − diag(c) Q
+        dw[j] += qk[:, j].transpose(1, 2, 0) @ G  # dW_{e|X} += Qᵀ G
+    if cache.qk_mean is not None:  # causal (a whole sequence): running-mean backward
+        one = cache.qk_mean._replace(shape=(1, *dqk.shape))
+        dqk = running_mean_backward(dqk[None], one).x[0]
+    return dqk
