@@ -17,6 +17,8 @@ Summaries of a curve: ``c1`` = c(1), ``c4`` = c(4), ``auc`` = mean of c(k) over 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..model.config import ModelConfig
@@ -36,12 +38,19 @@ MATRIX_LABELS = {
 
 def probe_batch(task: str, task_params: dict, *, n: int, seed: int, min_len: int):
     """The first ``n`` sequences with at least ``min_len`` real tokens among 50·n drawn
-    from ``seed`` (a seed no training, validation or test split uses)."""
-    data = make_task(task, n=50 * n, seed=seed, **task_params)
+    from ``seed`` (a seed no training, validation or test split uses); read-only arrays."""
+    return _probe_batch(task, tuple(sorted(task_params.items())), n, seed, min_len)
+
+
+@lru_cache(maxsize=8)
+def _probe_batch(task: str, params: tuple, n: int, seed: int, min_len: int):
+    data = make_task(task, n=50 * n, seed=seed, **dict(params))
     keep = np.flatnonzero(data.mask.sum(axis=1) >= min_len)[:n]
     if keep.size < n:
         raise ValueError(f"only {keep.size} of {50 * n} sequences have >= {min_len} tokens")
-    return data.ids[keep], data.mask[keep]
+    ids, mask = data.ids[keep], data.mask[keep]
+    ids.flags.writeable = mask.flags.writeable = False  # shared between calls
+    return ids, mask
 
 
 def _matrices(layer_cache, kind: str) -> dict[str, np.ndarray]:

@@ -103,6 +103,10 @@ class Context:
     def _store(self, key: str, row: dict, done: int, total: int) -> dict:
         self.cache.put(key, row)
         res = row["result"]
-        acc = f" accuracy {res['accuracy']:.3f}" if "accuracy" in res else ""
+        acc = ""
+        if "val_accuracy" in res:  # selection runs have no test set worth the name
+            acc = f" validation {res['val_accuracy']:.3f}"
+            if not row["id"].startswith("selection/"):
+                acc += f", test {res['accuracy']:.3f}"
         self.log(f"  [{done}/{total}] {row['id']}{acc} ({res.get('seconds', 0):.0f} s)")
         return row

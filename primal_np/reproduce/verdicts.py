@@ -20,10 +20,11 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inco
 PARITY_MARGIN = 0.03  # accuracy (fraction): "comparable" = not worse by more than 3 points
 
 
-def _fmt(iv: Interval, scale: float = 100.0, unit: str = " points") -> str:
+def _fmt(iv: Interval, scale: float = 100.0, unit: str = " points", digits: int = 1) -> str:
+    f = f"+.{digits}f"
     if iv.lo is None or iv.hi is None:
-        return f"{iv.mean * scale:+.1f}{unit} (one seed: no interval)"
-    return f"{iv.mean * scale:+.1f}{unit} [{iv.lo * scale:+.1f}, {iv.hi * scale:+.1f}]"
+        return f"{iv.mean * scale:{f}}{unit} (one seed: no interval)"
+    return f"{iv.mean * scale:{f}}{unit} [{iv.lo * scale:{f}}, {iv.hi * scale:{f}}]"
 
 
 def parity(iv: Interval, margin: float = PARITY_MARGIN) -> tuple[str, str]:
@@ -48,12 +49,17 @@ def parity(iv: Interval, margin: float = PARITY_MARGIN) -> tuple[str, str]:
 
 
 def direction(
-    iv: Interval, paper_effect: float | None = None, *, scale: float = 100.0, unit: str = " points"
+    iv: Interval,
+    paper_effect: float | None = None,
+    *,
+    scale: float = 100.0,
+    unit: str = " points",
+    digits: int = 1,
 ) -> tuple[str, str]:
     """A claimed positive effect d > 0: reproduced if the whole interval is above 0; not
     reproduced if it is below 0, or if it contains 0 but excludes the paper's effect size
     (``paper_effect``, same units as d, when the paper gives one); otherwise inconclusive."""
-    txt = _fmt(iv, scale, unit)
+    txt = _fmt(iv, scale, unit, digits)
     side = iv.excludes(0.0)
     if side > 0:
         note = ""
