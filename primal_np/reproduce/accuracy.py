@@ -33,9 +33,31 @@ def by_cell(rows: list[dict], field: str = "accuracy") -> dict[tuple[str, str], 
     """{(task, variant): {seed: result[field]}} from rows named ``claim/task/variant/seedN``."""
     out: dict[tuple[str, str], dict[int, float]] = {}
     for r in rows:
+        if "diverged" in r["result"]:
+            continue  # its seed drops out of the paired comparisons (diverged_rows)
         _, task, variant, seed = r["id"].split("/")
         out.setdefault((task, variant), {})[int(seed[4:])] = r["result"][field]
     return out
+
+
+def diverged_rows(rows: list[dict]) -> list[str]:
+    return [r["id"] for r in rows if "diverged" in r["result"]]
+
+
+def mean_gain_over_tasks(acc: dict, a: str, b: str, tasks) -> tuple[list[float], dict]:
+    """Per seed (those with both variants on every task): the mean over ``tasks`` of
+    acc[a] − acc[b]; and the per-task paired differences."""
+    per_task = {t: paired_differences(acc[(t, a)], acc[(t, b)]) for t in tasks}
+    seeds = set.intersection(*(set(acc[(t, a)]) & set(acc[(t, b)]) for t in tasks))
+    means = [
+        sum(acc[(t, a)][s] - acc[(t, b)][s] for t in tasks) / len(tasks) for s in sorted(seeds)
+    ]
+    return means, per_task
+
+
+def diverged_note(rows: list[dict]) -> str:
+    bad = diverged_rows(rows)
+    return f"; {len(bad)} run(s) diverged and were left out: {', '.join(bad)}" if bad else ""
 
 
 def specs(seeds: list[int], quick: bool) -> list[RowSpec]:
@@ -80,4 +102,6 @@ def analyse(rows: list[dict]) -> dict:
             }
             verdicts.append(v)
             reasons.append(f"{task}, {LABELS[m]} − Transformer: {why} ({v})")
-    return {"summary": summary, "verdict": combine(verdicts), "reason": "; ".join(reasons)}
+    summary["diverged"] = diverged_rows(rows)
+    reason = "; ".join(reasons) + diverged_note(rows)
+    return {"summary": summary, "verdict": combine(verdicts), "reason": reason}

@@ -29,7 +29,7 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
         epilog="Exit status: 0 done (whatever the verdicts; with --rerun: the row was "
         "reproduced bit for bit); 1 a run failed, or --rerun found a difference; 2 bad input "
         "(unknown claim, --seeds or --jobs < 1, unwritable --out, no such row), checked before "
-        "any work. Re-run one row: python -m primal_np reproduce CLAIM --rerun ROW_ID "
+        "any work; 130 interrupted. Re-run one row: python -m primal_np reproduce CLAIM --rerun ROW_ID "
         "[--quick] --out DIR (reads DIR/<claim>[.quick].json).",
     )
     p.add_argument("claim", metavar="CLAIM", help="1-5, a claim name, 'all' or 'selection'")
@@ -130,6 +130,7 @@ def _run(names: list[str], seeds: int, jobs: int, out: Path, quick: bool, as_jso
     from .common import record_path, seed_list, set_blas_threads, write_record
     from .plots import plot_record
     from .report import text_summary
+    from .run import run_claim
     from .runner import Context
 
     set_blas_threads(1)
@@ -137,9 +138,10 @@ def _run(names: list[str], seeds: int, jobs: int, out: Path, quick: bool, as_jso
     records = []
     for name in names:
         try:
-            from .run import run_claim
-
             record = run_claim(name, ctx)
+        except KeyboardInterrupt:
+            print(f"reproduce: claim {name}: interrupted", file=sys.stderr)
+            return 130
         except Exception as exc:  # a failed run: one line, no traceback
             print(f"reproduce: claim {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1

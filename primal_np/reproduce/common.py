@@ -184,12 +184,19 @@ def params_digest(params: dict[str, np.ndarray]) -> str:
 
 def train_row(row_id: str, config: dict, extra=None) -> dict:
     """Train ``TrainConfig(**config)`` and return the row. ``extra(result, train_config)``,
-    if given, adds fields computed from the trained model (e.g. spectra) to the result."""
-    from ..model.train import TrainConfig, train
+    if given, adds fields computed from the trained model (e.g. spectra) to the result.
+    A run that diverges is a result too: ``{"diverged": message}`` (the claims leave its
+    seed out and say so)."""
+    from ..model.train import TrainConfig, TrainingDiverged, train
 
     cfg = TrainConfig(**config)
     t0, c0 = time.perf_counter(), time.process_time()
-    res = train(cfg, progress=False)
+    try:
+        res = train(cfg, progress=False)
+    except TrainingDiverged as exc:
+        failed = {"diverged": str(exc), "seconds": time.perf_counter() - t0,
+                  "cpu_seconds": time.process_time() - c0, "loadavg": loadavg()}  # fmt: skip
+        return {"id": row_id, "kind": "train", "config": asdict(cfg), "result": failed}
     result: dict[str, Any] = {
         "accuracy": res.accuracy,
         "val_accuracy": res.val_accuracy,

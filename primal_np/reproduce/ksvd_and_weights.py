@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .accuracy import by_cell, row_id
-from .common import paired_differences, t_interval
+from .accuracy import by_cell, diverged_note, diverged_rows, mean_gain_over_tasks, row_id
+from .common import t_interval
 from .runner import RowSpec
 from .setups import ETA, TASKS, base_config
 from .verdicts import combine, direction
@@ -65,9 +65,8 @@ def analyse(rows: list[dict]) -> dict:
         ("eta0", "η > 0 − η = 0"),
         ("data-independent", "data-dependent − independent"),
     ):
-        per_task = {t: paired_differences(acc[(t, "base")], acc[(t, v)]) for t in TASKS}
-        n = len(next(iter(per_task.values())))
-        iv = t_interval([sum(per_task[t][i] for t in TASKS) / len(TASKS) for i in range(n)])
+        means, per_task = mean_gain_over_tasks(acc, "base", v, TASKS)
+        iv = t_interval(means)
         verdict, why = direction(iv)
         verdicts.append(verdict)
         summary["gain"][v] = {
@@ -75,4 +74,6 @@ def analyse(rows: list[dict]) -> dict:
             **{t: t_interval(per_task[t]).as_dict() for t in TASKS},
         }
         reasons.append(f"{what}: {why} ({verdict})")
-    return {"summary": summary, "verdict": combine(verdicts), "reason": "; ".join(reasons)}
+    summary["diverged"] = diverged_rows(rows)
+    reason = "; ".join(reasons) + diverged_note(rows)
+    return {"summary": summary, "verdict": combine(verdicts), "reason": reason}

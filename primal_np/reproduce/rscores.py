@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .accuracy import LABELS, by_cell, row_id
-from .common import paired_differences, t_interval
+from .accuracy import LABELS, by_cell, diverged_note, diverged_rows, mean_gain_over_tasks, row_id
+from .common import t_interval
 from .runner import RowSpec
 from .setups import TASKS, base_config
 from .verdicts import direction
@@ -56,11 +56,7 @@ def analyse(rows: list[dict]) -> dict:
     verdicts: dict[str, str] = {}
     reasons = []
     for m in MODELS:
-        per_task = {t: paired_differences(acc[(t, m)], acc[(t, m + "-no-r")]) for t in TASKS}
-        seeds = sorted(acc[(next(iter(TASKS)), m)])
-        mean_over_tasks = [
-            sum(per_task[t][i] for t in TASKS) / len(TASKS) for i in range(len(seeds))
-        ]
+        mean_over_tasks, per_task = mean_gain_over_tasks(acc, m, m + "-no-r", TASKS)
         iv = t_interval(mean_over_tasks)
         v, why = direction(iv, PAPER_DROP[m])
         verdicts[m] = v
@@ -77,4 +73,6 @@ def analyse(rows: list[dict]) -> dict:
                 for t in TASKS
             }
         reasons.append(f"{LABELS[m]}, with − without r-scores: {why} ({v})")
-    return {"summary": summary, "verdict": verdicts["primalformer"], "reason": "; ".join(reasons)}
+    summary["diverged"] = diverged_rows(rows)
+    reason = "; ".join(reasons) + diverged_note(rows)
+    return {"summary": summary, "verdict": verdicts["primalformer"], "reason": reason}

@@ -48,6 +48,8 @@ def run_claim(name: str, ctx: Context) -> dict:
         "started": started,
         "seconds": time.perf_counter() - t0,
         "cpu_seconds": _cpu_seconds() - c0,
+        # every row's own CPU time, reused rows included: what the claim costs on its own
+        "rows_cpu_seconds": sum(r["result"].get("cpu_seconds", 0.0) for r in rows),
         "loadavg": {"start": load0, "end": loadavg()},
         "rerun": f"python -m primal_np reproduce {mod.NAME} --rerun ROW_ID"
         + (" --quick" if ctx.quick else "")

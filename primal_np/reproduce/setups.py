@@ -36,16 +36,17 @@ TRAIN = dict(
 QUICK = dict(steps=40, warmup=5, n_train=640, n_val=100, n_test=200, eval_every=20)
 
 # Chosen on validation accuracy only (selection.py, seeds 1000 and 1001, never the
-# evaluation seeds): the best of LR_GRID per (task, model). Ablations (no r-scores, η = 0,
+# evaluation seeds): the best of LR_GRID per (task, model). The grid was {1, 2, 4}·10⁻³
+# until the best rates sat at its upper edge; 8·10⁻³ was added (selection.py). Ablations (no r-scores, η = 0,
 # data-independent weights) keep their base model's rate.
-LR_GRID = (1e-3, 2e-3, 4e-3)
+LR_GRID = (1e-3, 2e-3, 4e-3, 8e-3)
 LR = {
-    ("listops", "primalformer"): 2e-3,
-    ("listops", "primal+trans"): 2e-3,
+    ("listops", "primalformer"): 8e-3,  # the grid's upper edge (docs/reproduction.md)
+    ("listops", "primal+trans"): 4e-3,
     ("listops", "transformer"): 2e-3,
-    ("retrieval", "primalformer"): 2e-3,
-    ("retrieval", "primal+trans"): 2e-3,
-    ("retrieval", "transformer"): 2e-3,
+    ("retrieval", "primalformer"): 8e-3,  # the grid's upper edge
+    ("retrieval", "primal+trans"): 4e-3,
+    ("retrieval", "transformer"): 4e-3,
 }
 
 

@@ -164,6 +164,7 @@ def setup() -> dict:
 
 
 def analyse(rows: list[dict]) -> dict:
+    from .accuracy import diverged_note, diverged_rows
     from .common import paired_differences, t_interval
     from .probe import pool
     from .verdicts import combine, direction
@@ -175,6 +176,8 @@ def analyse(rows: list[dict]) -> dict:
         _, _, v, seed = r["id"].split("/")
         s = int(seed[4:])
         res = r["result"]
+        if "diverged" in res:
+            continue  # left out, listed in summary["diverged"]
         for tag, name in (("spectrum", v), ("spectrum_init", v + "@init")):
             for layer, mats in enumerate(res[tag]):
                 for m, summ in mats.items():
@@ -214,6 +217,7 @@ def analyse(rows: list[dict]) -> dict:
         [comparisons["primal_vs_canonical"]["verdict"], comparisons["eta"]["verdict"]]
     )
     reason = "; ".join(f"{c['what']}: {c['reason']} ({c['verdict']})" for c in comparisons.values())
+    reason += diverged_note(rows)
     plotted = [
         {"variant": "transformer", "matrix": "canonical", "color": "C3", "style": "-", "band": True,
          "label": "Transformer, P"},
@@ -248,5 +252,6 @@ def analyse(rows: list[dict]) -> dict:
             "ksvd_gradient_share_trained": shares,
         })  # fmt: skip
     summary = {"curves": curves, "auc": aucs, "comparisons": comparisons, "runs": extra,
-               "plotted": plotted, "last_layer": int(last), "investigation": table}  # fmt: skip
+               "plotted": plotted, "last_layer": int(last), "investigation": table,
+               "diverged": diverged_rows(rows)}  # fmt: skip
     return {"summary": summary, "verdict": verdict, "reason": reason}
