@@ -152,7 +152,7 @@ for row in s["investigation"]:
     print(f"{row['variant']:<22}{row['layer']:>6}{row['matrix']:>11}"
           f"{fmt_interval(row['auc'], 1.0, 3):>22}{row['auc_init']:>13.3f}")  # fmt: skip
 print()
-for key, c in s["comparisons"].items():
+for c in s["comparisons"].values():
     print(f"{c['what']}: {c['reason']} → {c['verdict']}")
 show(rec)
 draw(rec)

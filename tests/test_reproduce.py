@@ -200,3 +200,32 @@ def test_the_learning_rates_in_use_are_the_committed_selection():
     assert {(t, m): lr for t, ms in chosen.items() for m, lr in ms.items()} == setups.LR
     assert rec["setup"]["grid"] == list(setups.LR_GRID)
     assert all(r["config"]["seed"] >= 1000 and r["config"]["n_test"] == 1 for r in rec["rows"])
+
+
+def test_a_diverged_run_is_recorded_and_its_seed_left_out(tiny, tmp_path, capsys, monkeypatch):
+    import primal_np.model.train as mt
+
+    real = mt.train
+
+    def flaky(cfg, **kw):
+        if cfg.model == "primal+trans" and cfg.task == "retrieval" and cfg.seed == 1:
+            raise mt.TrainingDiverged(
+                "non-finite loss at step 2: layers.1 (primal attention)",
+                step=2,
+                where="layers.1",
+                detail="overflow",
+                kept_step=None,
+                checkpoint_dir=None,
+            )
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(mt, "train", flaky)
+    assert main(["reproduce", "1", "--quick", "--seeds", "2", "--jobs", "1",
+                 "--out", str(tmp_path), "--json"]) == 0  # fmt: skip
+    (rec,) = json.loads(capsys.readouterr().out)["records"]
+    bad = "accuracy/retrieval/primal+trans/seed1"
+    assert rec["summary"]["diverged"] == [bad]
+    assert "non-finite loss" in next(r for r in rec["rows"] if r["id"] == bad)["result"]["diverged"]
+    assert rec["summary"]["accuracy"]["retrieval"]["primal+trans"]["n"] == 1
+    assert rec["summary"]["difference_vs_transformer"]["retrieval"]["primal+trans"]["n"] == 1
+    assert bad in rec["reason"]

@@ -100,7 +100,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _rerun(name: str, row_id: str, out: Path, quick: bool, as_json: bool) -> int:
-    from .common import read_record, record_path, set_blas_threads
+    from .common import deterministic_part, read_record, record_path, set_blas_threads
     from .run import rerun
 
     path = record_path(out, name, quick)
@@ -116,13 +116,20 @@ def _rerun(name: str, row_id: str, out: Path, quick: bool, as_json: bool) -> int
     except Exception as exc:  # a failed run: one line, no traceback
         print(f"reproduce: --rerun {row_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    old = next(r for r in record["rows"] if r["id"] == row_id)["result"]
     if as_json:
         print(json.dumps({"row": row_id, "identical": not diff, "differences": diff,
                           "rerun": new}, allow_nan=False))  # fmt: skip
     elif diff:
         print(f"{row_id}: DIFFERENT in {', '.join(diff)}")
+    elif not deterministic_part(old):
+        print(f"{row_id}: a measurement only (nothing in it is compared bit for bit)")
     else:
         print(f"{row_id}: identical to {path} (every deterministic field, bit for bit)")
+    if not as_json:
+        for key in ("peak_bytes", "median_seconds", "seconds"):  # measured: shown, not compared
+            if key in old and key in new["result"]:
+                print(f"  measured {key}: recorded {old[key]:.6g}, now {new['result'][key]:.6g}")
     return 1 if diff else 0
 
 

@@ -3,9 +3,11 @@ threads, the environment and the training rows every claim is made of.
 
 A *row* is one re-runnable unit: ``{"id", "kind", "config", "result"}``. ``config`` holds
 everything needed to run it again (for a training row, every field of ``TrainConfig``);
-``result`` holds what it produced. Fields listed in ``TIMING_FIELDS`` depend on the
-machine and its load; every other result field is a deterministic function of the config
-and the code, so a re-run reproduces it bit for bit (same code, same BLAS thread count).
+``result`` holds what it produced. Fields listed in ``MEASURED_FIELDS`` are
+measurements (times and load averages depend on the machine and its load; the peak
+memory of a training step varies by ~10⁻⁵ with Python's own allocations); every other
+result field is a deterministic function of the config and the code, so a re-run
+reproduces it bit for bit (same code, same BLAS thread count).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ __all__ = [
     "params_digest",
     "train_row",
     "RowCache",
-    "TIMING_FIELDS",
+    "MEASURED_FIELDS",
     "deterministic_part",
     "record_path",
     "write_record",
@@ -45,9 +47,9 @@ __all__ = [
 
 SCHEMA = "primal_np.reproduce/1"
 LEVEL = 0.95
-TIMING_FIELDS = (
+MEASURED_FIELDS = (
     "seconds", "cpu_seconds", "loadavg",
-    "step_seconds", "step_cpu_seconds", "step_loadavg", "median_seconds",
+    "step_seconds", "step_cpu_seconds", "step_loadavg", "median_seconds", "peak_bytes",
 )  # fmt: skip
 
 
@@ -243,8 +245,8 @@ class RowCache:
 
 
 def deterministic_part(result: dict) -> dict:
-    """A row's result without the machine-dependent fields (``TIMING_FIELDS``)."""
-    return {k: v for k, v in result.items() if k not in TIMING_FIELDS}
+    """A row's result without the measured fields (``MEASURED_FIELDS``)."""
+    return {k: v for k, v in result.items() if k not in MEASURED_FIELDS}
 
 
 # --------------------------------------------------------------------------- records

@@ -101,7 +101,7 @@ def _ksvd(rec: dict):
 
 
 def _efficiency(rec: dict):
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     s = rec["summary"]
     fig, axes = _figure(13, 3.9, ncols=3)
@@ -133,6 +133,9 @@ def _efficiency(rec: dict):
     axes[2].axhline(1, color="k", lw=0.8)
     axes[2].set_yscale("log")
     axes[2].yaxis.set_major_formatter(ScalarFormatter())
+    if ns:
+        axes[2].set_xticks(ns, [str(n) for n in ns])
+        axes[2].xaxis.set_minor_formatter(NullFormatter())
     axes[0].set(xlabel="sequence length N", ylabel="seconds per training step",
                 title="time per step (mean over rounds)")  # fmt: skip
     axes[1].set(xlabel="sequence length N", ylabel="MiB", title="peak memory of one step")
@@ -195,6 +198,8 @@ def _selection(rec: dict):
             lrs = sorted(per_lr, key=float)
             ax.semilogx([float(x) for x in lrs], [per_lr[x]["mean"] * 100 for x in lrs], "o-",
                         color=COLORS[m], label=NAMES[m])  # fmt: skip
+            ax.set_xticks([float(x) for x in lrs], lrs)
+            ax.minorticks_off()
         ax.set(xlabel="learning rate", ylabel="validation accuracy (%)", title=task)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
