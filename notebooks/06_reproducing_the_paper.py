@@ -41,6 +41,8 @@
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from primal_np.reproduce.plots import draw
 from primal_np.reproduce.report import fmt_interval
 
@@ -49,6 +51,8 @@ records = {
     name: json.loads((RESULTS / f"{name}.json").read_text())
     for name in ("selection", "accuracy", "efficiency", "rscores", "ksvd", "spectrum")
 }
+# %matplotlib inline
+plt.rcParams["figure.dpi"] = 90  # the inline backend shows each returned Figure
 for name, rec in records.items():
     env = rec["environment"]
     print(f"{name:<11} {len(rec['rows']):>3} rows, seeds {rec['seeds']}, "
