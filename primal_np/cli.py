@@ -1,4 +1,4 @@
-"""Command line: ``python -m primal_np {verify,golden export,golden check,train,bench} ...``."""
+"""Command line: ``python -m primal_np {verify,golden export,golden check,train,bench,reproduce} ...``."""
 
 from __future__ import annotations
 
@@ -429,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_bench_parser
 
     add_bench_parser(sub)
+
+    from .reproduce.command import add_reproduce_parser
+
+    add_reproduce_parser(sub)
     return parser
 
 
