@@ -32,6 +32,7 @@ from test_train_robust import TRAIN_FLAG_CASES
 import primal_np.bench.command as bench_command
 import primal_np.golden as golden
 import primal_np.golden.check as golden_check
+import primal_np.reproduce.run as reproduce_run
 from primal_np import verify
 from primal_np.cli import build_parser, main
 from primal_np.model import steps as steps_mod
@@ -152,6 +153,10 @@ COMMAND_CASES = [CommandCase(*row) for row in [
     ("bench-json-with-value", ["bench", "--json=1"], 2, "--json", r"argument --json: ignored explicit argument '1'"),
     ("bench-quick-with-value", ["bench", "--quick=yes"], 2, "--quick", r"argument --quick: ignored explicit argument 'yes'"),
     ("bench-no-torch-with-value", ["bench", "--no-torch=0"], 2, "--no-torch", r"argument --no-torch: ignored explicit argument '0'"),
+    ("bench-rounds-zero", ["bench", "--rounds", "0"], 2, "--rounds", r"argument --rounds: must be an integer >= 1, got '0'"),
+    ("bench-rounds-text", ["bench", "--rounds", "x"], 2, "--rounds", r"argument --rounds: must be an integer >= 1, got 'x'"),
+    ("bench-no-compile-with-value", ["bench", "--no-compile=1"], 2, "--no-compile", r"argument --no-compile: ignored explicit argument '1'"),
+    ("bench-interleaved-only-with-value", ["bench", "--interleaved-only=1"], 2, "--interleaved-only", r"argument --interleaved-only: ignored explicit argument '1'"),
     ("bench-no-large-with-value", ["bench", "--no-large=1"], 2, "--no-large", r"argument --no-large: ignored explicit argument '1'"),
     # ---------------------------------------------------------------- train (store-true flags;
     # the flags that take a value are TRAIN_FLAG_CASES in test_train_robust.py)
@@ -160,6 +165,21 @@ COMMAND_CASES = [CommandCase(*row) for row in [
     ("train-trace-x-with-value", ["train", "--trace-x=false"], 2, "--trace-x", r"argument --trace-x: ignored explicit argument 'false'"),
     ("train-data-independent-with-value", ["train", "--data-independent=0"], 2, "--data-independent", r"argument --data-independent: ignored explicit argument '0'"),
     ("train-no-rscores-with-value", ["train", "--no-rscores=1"], 2, "--no-rscores", r"argument --no-rscores: ignored explicit argument '1'"),
+    # ---------------------------------------------------------------- reproduce
+    ("reproduce-claim-unknown", ["reproduce", "6", "--out", "{dir}"], 2, "CLAIM", r"^reproduce: unknown claim '6'; valid: 1, 2, .*all"),
+    ("reproduce-claim-empty", ["reproduce", "", "--out", "{dir}"], 2, "CLAIM", r"^reproduce: unknown claim ''"),
+    ("reproduce-seeds-zero", ["reproduce", "1", "--seeds", "0", "--out", "{dir}"], 2, "--seeds", r"^reproduce: --seeds must be an integer >= 1, got '0'$"),
+    ("reproduce-seeds-text", ["reproduce", "1", "--seeds", "five", "--out", "{dir}"], 2, "--seeds", r"^reproduce: --seeds must be an integer >= 1, got 'five'$"),
+    ("reproduce-jobs-zero", ["reproduce", "1", "--jobs", "0", "--out", "{dir}"], 2, "--jobs", r"^reproduce: --jobs must be an integer >= 1, got '0'$"),
+    ("reproduce-jobs-float", ["reproduce", "1", "--jobs", "1.5", "--out", "{dir}"], 2, "--jobs", r"^reproduce: --jobs must be an integer >= 1, got '1.5'$"),
+    ("reproduce-out-is-a-file", ["reproduce", "1", "--out", "{file}"], 2, "--out", r"^reproduce: --out '.*file' is not a writable directory"),
+    ("reproduce-out-under-a-file", ["reproduce", "1", "--out", "{file}/sub"], 2, "--out", r"^reproduce: --out '.*file/sub' is not a writable directory"),
+    ("reproduce-rerun-all", ["reproduce", "all", "--rerun", "accuracy/listops/primalformer/seed0", "--out", "{dir}"], 2, "--rerun", r"^reproduce: --rerun needs one claim, not 'all'$"),
+    ("reproduce-rerun-no-record", ["reproduce", "1", "--rerun", "accuracy/listops/primalformer/seed0", "--out", "{dir}"], 2, "--rerun", r"^reproduce: --out: cannot read .*accuracy\.json \(.*No such file"),
+    ("reproduce-quick-with-value", ["reproduce", "1", "--quick=1"], 2, "--quick", r"argument --quick: ignored explicit argument '1'"),
+    ("reproduce-rerun-no-such-row", ["reproduce", "1", "--rerun", "accuracy/nothing", "--out", "{record}"], 2, "--rerun", r"^reproduce: --rerun: no row 'accuracy/nothing' in .*accuracy\.json$"),
+    ("reproduce-rerun-not-a-record", ["reproduce", "1", "--rerun", "accuracy/nothing", "--out", "{badrecord}"], 2, "--rerun", r"^reproduce: --out: .*accuracy\.json is not a reproduce record \(no list of rows\)$"),
+    ("reproduce-json-with-value", ["reproduce", "1", "--json=yes"], 2, "--json", r"argument --json: ignored explicit argument 'yes'"),
     # ---------------------------------------------------------------- the command line itself
     ("no-command", [], 2, "COMMAND", r"the following arguments are required: COMMAND"),
     ("unknown-command", ["serve"], 2, "COMMAND", r"argument COMMAND: invalid choice: 'serve'"),
@@ -168,9 +188,7 @@ COMMAND_CASES = [CommandCase(*row) for row in [
 
 # Flags that other branches are adding; the lead empties this list when they are merged
 # (with their rows). "*": the whole subcommand. Nothing that exists on this branch.
-PENDING_FLAGS = {
-    ("reproduce", "*"),
-}
+PENDING_FLAGS: set[tuple[str, str]] = set()
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -197,6 +215,8 @@ def no_work(monkeypatch):
     monkeypatch.setattr(golden_check, "build_case", forbidden)  # bound at its import
     monkeypatch.setattr(bench_command, "run_bench", forbidden)
     monkeypatch.setattr(steps_mod, "loss_and_grads", forbidden)
+    monkeypatch.setattr(reproduce_run, "run_claim", forbidden)
+    monkeypatch.setattr(reproduce_run, "rerun", forbidden)
     monkeypatch.setattr(verify, "_REGISTRY", [("demo", lambda: verify.result("demo row", 0, 1))])
     monkeypatch.setattr(verify, "_CHECK_MODULES", ())
 
@@ -208,9 +228,14 @@ def _paths(tmp_path, golden_export, damage):
     shutil.copytree(golden_export[0], g)
     if damage is not None:
         damage(g)
+    rec, bad = tmp_path / "record", tmp_path / "badrecord"  # a reproduce record, a damaged one
+    rec.mkdir()
+    (rec / "accuracy.json").write_text(json.dumps({"rows": [{"id": "accuracy/x", "config": {}}]}))
+    bad.mkdir()
+    (bad / "accuracy.json").write_text(json.dumps([1, 2]))
     return {"file": str(tmp_path / "file"), "dir": str(tmp_path / "dir"),
             "missing": str(tmp_path / "missing"), "golden": str(g),
-            "cand": str(golden_export[1])}  # fmt: skip
+            "cand": str(golden_export[1]), "record": str(rec), "badrecord": str(bad)}  # fmt: skip
 
 
 def _run(argv) -> int:

@@ -90,7 +90,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rounds",
-        type=int,
+        type=_positive,
         metavar="R",
         help=f"rounds of the interleaved comparison (default {ROUNDS}, 5 with --quick)",
     )

@@ -108,7 +108,10 @@ def _rerun(name: str, row_id: str, out: Path, quick: bool, as_json: bool) -> int
         record = read_record(path)
     except (OSError, ValueError) as exc:
         return _fail(f"--out: cannot read {path} ({exc})")
-    if not any(r.get("id") == row_id for r in record.get("rows", [])):
+    rows = record.get("rows") if isinstance(record, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        return _fail(f"--out: {path} is not a reproduce record (no list of rows)")
+    if not any(r.get("id") == row_id for r in rows):
         return _fail(f"--rerun: no row {row_id!r} in {path}")
     set_blas_threads(1)
     try:
