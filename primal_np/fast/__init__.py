@@ -5,6 +5,7 @@ with fused GEMMs, token-major layouts and in-place work. Same signature and resu
 ``primal_np.primal_attention`` on what it supports (``unsupported_reason``); it refuses
 the rest with ``NotImplementedError``. ``primal_attention_impl(config)`` picks the fast
 path where it applies and the reference otherwise (what ``train`` and ``bench`` use).
+``check_fast_path()`` validates it through ``primal_np.adapters.check_primal_attention``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .layer import (
     fast_primal_attention_backward,
     unsupported_reason,
 )
+from .validate import check_fast_path
 
 __all__ = [
     "FastPrimalCache",
@@ -26,6 +28,7 @@ __all__ = [
     "fast_primal_attention_backward",
     "unsupported_reason",
     "primal_attention_impl",
+    "check_fast_path",
 ]
 
 
