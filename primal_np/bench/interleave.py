@@ -67,6 +67,17 @@ def _median(xs: list[float]) -> float:
     return xs[m] if len(xs) % 2 else 0.5 * (xs[m - 1] + xs[m])
 
 
+def time_fwd_bwd(fwd, bwd) -> tuple[float, float]:
+    """(forward seconds, backward seconds) of one ``bwd(fwd())``; nothing is kept."""
+    t0 = time.perf_counter()
+    out = fwd()
+    t1 = time.perf_counter()
+    grads = bwd(out)
+    t2 = time.perf_counter()
+    del out, grads
+    return t1 - t0, t2 - t1
+
+
 def _matmul_best(a, b, tries: int = 3) -> float:
     best = float("inf")
     for _ in range(tries):
@@ -123,13 +134,7 @@ def interleaved_worker(spec: dict) -> list[dict]:
         for impl in order:
             fwd, bwd, _ = built[impl]
             time.sleep(SETTLE_S)
-            t0 = time.perf_counter()
-            out = fwd()
-            t1 = time.perf_counter()
-            grads = bwd(out)
-            t2 = time.perf_counter()
-            del out, grads
-            times[impl].append((t1 - t0, t2 - t1))
+            times[impl].append(time_fwd_bwd(fwd, bwd))
         time.sleep(SETTLE_S)
         mm_gflops.append(2 * size**3 / _matmul_best(a, bt) / 1e9)
         loads.append(_loadavg())

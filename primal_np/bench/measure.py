@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .interleave import ROUNDS
+from .interleave import ROUNDS, time_fwd_bwd
 from .layers import TORCH_IMPLS, make_layer
 
 S, RANK_MULTI, D, H = 32, 10, 256, 4
@@ -157,14 +157,9 @@ def _time_runs(fwd, bwd, repeats: int) -> dict:
         repeats = min(repeats, 3)
     f_times, b_times = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fwd()
-        t1 = time.perf_counter()
-        grads = bwd(out)
-        t2 = time.perf_counter()
-        del out, grads
-        f_times.append(t1 - t0)
-        b_times.append(t2 - t1)
+        tf, tb = time_fwd_bwd(fwd, bwd)
+        f_times.append(tf)
+        b_times.append(tb)
     tot = sorted(f + b for f, b in zip(f_times, b_times, strict=True))
     med = sorted(f_times)[len(f_times) // 2], sorted(b_times)[len(b_times) // 2]
     return {
