@@ -30,7 +30,7 @@
 # `docs/reproduction/` and draws them, so it runs in seconds. (On a hosted service,
 # where the repository's files are not there, it makes its own records with `--quick`:
 # tiny settings that show the mechanics, not evidence.) To produce the records yourself,
-# about 10 minutes per claim on 2 cores:
+# 1–8 minutes per claim on 2 cores (the committed records took 51–489 s each):
 #
 # ```bash
 # python -m primal_np reproduce all --out docs/reproduction      # or 1, 2, ..., 5
@@ -61,6 +61,7 @@ if importlib.util.find_spec("primal_np") is None:
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def show(rec: dict) -> None:
     """The paper's statement, our verdict and its reason."""
     print(f"paper ({rec['paper']['source']}):\n  {rec['paper']['quote']}\n")
     print(f"verdict: {rec['verdict'].upper()}")
-    for part in rec["reason"].split("; "):
+    for part in re.split(r"; (?![^(]*\))", rec["reason"]):  # not at a "; " inside (...)
         print(f"  - {part}")
 
 
@@ -218,7 +219,7 @@ for v in ("pf-eta0.1", "pf-eta10"):
 # The solution cells run with the rest of the notebook (and in CI); none trains a model.
 #
 # **Exercise 1 (change a parameter and predict).** Claim 1 on ListOps: PrimalFormer −
-# Transformer is −2.0 points with the interval [−3.8, −0.1] over 5 seeds, so parity
+# Transformer is −1.9 points with the interval [−3.9, +0.1] over 5 seeds, so parity
 # within 3 points is *inconclusive*. How wide would the interval be with 20 seeds, if
 # the mean and the seeds' standard deviation stayed as they are? Would the verdict change?
 #
@@ -227,11 +228,11 @@ for v in ("pf-eta0.1", "pf-eta10"):
 #
 # The half-width is $t_{0.975,\,n-1}\,\mathrm{sd}/\sqrt n$: with $n = 5$,
 # $t = 2.776$; with $n = 20$, $t = 2.093$. The ratio of the widths is
-# $(2.093/\sqrt{20}) / (2.776/\sqrt 5) = 0.377$: about 0.7 points on each side instead
-# of 1.8, so the interval would be about [−2.7, −1.3], entirely above −3: *reproduced*
-# by the parity rule — and also entirely below 0. Parity within 3 points would be
-# shown, and so would a real gap of about 2 points. More seeds buy resolution, not a
-# different mean.
+# $(2.093/\sqrt{20}) / (2.776/\sqrt 5) = 0.377$: about 0.8 points on each side instead
+# of 2.0, so the interval would be about [−2.6, −1.1], entirely above −3: *reproduced*
+# by the parity rule — and also entirely below 0, which the 5-seed interval is not.
+# Parity within 3 points would be shown, and so would a real gap of about 2 points. More
+# seeds buy resolution, not a different mean.
 #
 # </details>
 
@@ -256,10 +257,11 @@ for n in (len(d), 20):
 # <summary>Solution</summary>
 #
 # Rows are named `rscores/<task>/<variant>/seed<k>`; pair them by seed, average the two
-# tasks' differences per seed, and take the t-interval of the 5 means: +3.2 points
-# [−1.4, +7.8]. The interval contains 0, so no drop is shown, and its upper end is below
+# tasks' differences per seed, and take the t-interval of the 5 means: +3.3 points
+# [−1.2, +7.7]. The interval contains 0, so no drop is shown, and its upper end is below
 # 11.9, so the paper's effect is excluded: *not reproduced*, as the record says. Most of
-# the +3.2 comes from the recall task, where the seeds spread widely.
+# the +3.3 comes from the recall task (+6.2 against +0.4 on ListOps), where the seeds
+# spread widely.
 #
 # </details>
 
@@ -294,11 +296,11 @@ print(
 # $k \ge r$. Averaging over $k = 1..K$:
 # $\mathrm{AUC} \ge \big(\sum_{k=1}^{r} k/r + (K - r)\big)/K = \big((r+1)/2 + K - r\big)/K$,
 # with equality when all $\sigma_l$ are equal. For $r = 8$, $K = 20$ the bound is
-# $(4.5 + 12)/20 = 0.825$. The trained Transformer's $P$ reaches about 0.87–0.91, so
-# $ER^\top$ starts close to it by construction: at initialisation it is already at
-# about 0.92. A sharper decay of $ER^\top$ is therefore mostly the rank bound, which
-# is why the investigation compares the implied kernel, whose rank bound
-# ($\min(p, n) = 32 > K$) does not act.
+# $(4.5 + 12)/20 = 0.825$. The trained Transformer's $P$ reaches about 0.90–0.92 in the
+# last layer (0.896–0.922 over the seeds), so $ER^\top$ starts close to it by
+# construction: at initialisation it is already at about 0.92. A sharper decay of
+# $ER^\top$ is therefore mostly the rank bound, which is why the investigation compares
+# the implied kernel, whose rank bound ($\min(p, n) = 32 > K$) does not act.
 #
 # </details>
 
