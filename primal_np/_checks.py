@@ -70,6 +70,21 @@ def check_finite(arr: np.ndarray, name: str) -> None:
         )
 
 
+def finite_array(x: object, name: str, *, ndim: int | None = None, min_ndim: int = 0) -> np.ndarray:
+    """``float_array`` followed by ``check_finite``: a floating array with no NaN or inf."""
+    arr = float_array(x, name, ndim=ndim, min_ndim=min_ndim)
+    check_finite(arr, name)
+    return arr
+
+
+def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether an array of ``shape`` broadcasts to ``target`` without enlarging it."""
+    try:
+        return np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False
+
+
 def result_dtype(*arrays: np.ndarray) -> np.dtype:
     """The dtype an op computes in: the promotion of its floating inputs.
 

@@ -23,6 +23,7 @@ from ._checks import (
     bool_mask,
     boolean,
     broadcast_batch,
+    broadcasts_to,
     cache_of,
     check_finite,
     float_array,
@@ -121,11 +122,7 @@ def _check_inputs(q, k, v, mask, causal):
     if mask is not None:
         mask = bool_mask(mask, "mask")
         target = (*batch, n, m)
-        try:
-            full = np.broadcast_shapes(mask.shape, target)
-        except ValueError:
-            full = None
-        if full != target:
+        if not broadcasts_to(mask.shape, target):
             raise ValueError(
                 f"mask has shape {mask.shape}; it must broadcast to (..., N, M) = {target} "
                 f"(q {q.shape}, k {k.shape})"

@@ -17,6 +17,7 @@ import numpy as np
 from ._checks import (
     bool_mask,
     boolean,
+    broadcasts_to,
     cache_of,
     check_finite,
     float_array,
@@ -115,11 +116,7 @@ def mha_attention(
     if attn_mask is not None:
         mask = bool_mask(attn_mask, "attn_mask")
         target = (*x.shape[:-2], num_heads, n, n)
-        try:
-            full = np.broadcast_shapes(mask.shape, target)
-        except ValueError:
-            full = None
-        if full != target:
+        if not broadcasts_to(mask.shape, target):
             raise ValueError(
                 f"attn_mask has shape {mask.shape}; it must broadcast to (..., H, N, N) = {target}"
             )

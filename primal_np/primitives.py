@@ -24,6 +24,7 @@ import numpy as np
 
 from ._checks import (
     bool_mask,
+    broadcasts_to,
     cache_of,
     check_finite,
     float_array,
@@ -293,11 +294,7 @@ def mask_rows(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, MaskRowsCach
     """
     x = float_array(x, "x", min_ndim=2)
     mask = bool_mask(mask, "mask", "True = real token")
-    try:
-        full = np.broadcast_shapes(mask.shape, x.shape[:-1])
-    except ValueError:
-        full = None
-    if full != x.shape[:-1]:
+    if not broadcasts_to(mask.shape, x.shape[:-1]):
         raise ValueError(
             f"mask has shape {mask.shape}; it must broadcast to x's (..., N) = {x.shape[:-1]} "
             "(True = real token)"

@@ -29,7 +29,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import cache_of, check_finite, choice, float_array, real_number, result_dtype
+from .._checks import (
+    cache_of,
+    choice,
+    finite_array,
+    real_number,
+    result_dtype,
+)
 from ..ksvd_loss import KSVDLossCache, KSVDTerms, ksvd_loss, ksvd_loss_backward
 from .ops import CholeskyFactorCache, cholesky_factor, cholesky_factor_backward
 from .params import FACTOR_LAYOUTS
@@ -49,12 +55,6 @@ __all__ = [
     "kep_svgp_losses",
     "kep_svgp_losses_backward",
 ]
-
-
-def _arr(x: object, name: str, ndim: int) -> np.ndarray:
-    a = float_array(x, name, ndim=ndim)
-    check_finite(a, name)
-    return a
 
 
 # --------------------------------------------------------------------------- KL
@@ -94,10 +94,10 @@ def kep_svgp_kl(
     ``cholesky_factor``; log_ssqrt (1, H, s, s). Returns (kl, cache).
     """
     choice(layout, "layout", FACTOR_LAYOUTS)
-    ell = _arr(log_lambda, "log_lambda", 2)
-    m_u = _arr(m_u, "m_u", 4)
-    L = _arr(factor, "factor", 5)
-    log_s = _arr(log_ssqrt, "log_ssqrt", 4)
+    ell = finite_array(log_lambda, "log_lambda", ndim=2)
+    m_u = finite_array(m_u, "m_u", ndim=4)
+    L = finite_array(factor, "factor", ndim=5)
+    log_s = finite_array(log_ssqrt, "log_ssqrt", ndim=4)
     H, s = ell.shape
     if m_u.shape != (1, H, s, s) or L.shape != (1, H, s, s, s) or log_s.shape != (1, H, s, s):
         raise ValueError(
@@ -159,7 +159,7 @@ def kep_svgp_ksvd_loss(
 
     Shapes: escore, rscore (B, H, N, s); log_lambda (H, s); we, wr (H, n, s).
     """
-    ell = _arr(log_lambda, "log_lambda", 2)
+    ell = finite_array(log_lambda, "log_lambda", ndim=2)
     lam = np.exp(ell)
     loss, inner = ksvd_loss([KSVDTerms(escore, rscore, lam, we, wr)], "kep_svgp")
     return loss, KEPKSVDCache(lam, inner)

@@ -21,7 +21,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import cache_of, check_finite, float_array, result_dtype, sum_to_shape, upstream
+from .._checks import (
+    cache_of,
+    check_finite,
+    finite_array,
+    float_array,
+    result_dtype,
+    sum_to_shape,
+    upstream,
+)
 from ..primitives import LinearCache, linear, linear_backward
 
 __all__ = [
@@ -48,12 +56,6 @@ __all__ = [
 ]
 
 
-def _finite(arr: object, name: str, ndim: int) -> np.ndarray:
-    a = float_array(arr, name, ndim=ndim)
-    check_finite(a, name)
-    return a
-
-
 # --------------------------------------------------------------------------- V₁
 class EigenFeaturesCache(NamedTuple):
     escore: np.ndarray  # (B, H, N, s)
@@ -78,9 +80,9 @@ def eigen_features(
     Shapes: escore, rscore (B, H, N, s); log_lambda ℓ (H, s) (``log_lambda_sqrt_inv_diag``)
     → V₁ (B, H, N, s), or (B, H, 2N, s) with the e-rows first.
     """
-    E = _finite(escore, "escore", 4)
-    R = _finite(rscore, "rscore", 4)
-    ell = _finite(log_lambda, "log_lambda", 2)
+    E = finite_array(escore, "escore", ndim=4)
+    R = finite_array(rscore, "rscore", ndim=4)
+    ell = finite_array(log_lambda, "log_lambda", ndim=2)
     if E.shape != R.shape or ell.shape != (E.shape[1], E.shape[3]):
         raise ValueError(
             "eigen_features needs escore and rscore (B, H, N, s) and log_lambda (H, s); got "
@@ -129,8 +131,8 @@ def posterior_mean(v1: np.ndarray, m_u: np.ndarray) -> tuple[np.ndarray, Posteri
     Shapes: v1 (B, H, N', s); m_u (1, H, s, s) (rows: inducing index, columns: output)
     → M (B, H, N', s).
     """
-    v1 = _finite(v1, "v1", 4)
-    m_u = _finite(m_u, "m_u", 4)
+    v1 = finite_array(v1, "v1", ndim=4)
+    m_u = finite_array(m_u, "m_u", ndim=4)
     s = v1.shape[3]
     if m_u.shape != (1, v1.shape[1], s, s):
         raise ValueError(f"m_u must be (1, H, s, s) = {(1, v1.shape[1], s, s)}, got {m_u.shape}")
@@ -226,7 +228,7 @@ _SAMPLE = {  # Z = Σ_{a,r} V₁[i,a] · (factor) · ε
 
 def _noise(noise: object, v1: np.ndarray, layout: str, dt: np.dtype) -> np.ndarray:
     B, H, n_rows, s = v1.shape
-    eps = _finite(noise, "noise", 5)
+    eps = finite_array(noise, "noise", ndim=5)
     last = 1 if layout == "authors" else s
     ok = eps.shape[:2] == (B, H) and eps.shape[2] in (1, n_rows) and eps.shape[3:] == (s, last)
     if not ok:
@@ -261,9 +263,9 @@ def posterior_sample(
     """
     if layout not in _SAMPLE:
         raise ValueError(f"layout must be one of {tuple(_SAMPLE)}, got {layout!r}")
-    mean = _finite(mean, "mean", 4)
-    v1 = _finite(v1, "v1", 4)
-    factor = _finite(factor, "factor", 5)
+    mean = finite_array(mean, "mean", ndim=4)
+    v1 = finite_array(v1, "v1", ndim=4)
+    factor = finite_array(factor, "factor", ndim=5)
     B, H, n_rows, s = v1.shape
     if mean.shape != v1.shape or factor.shape != (1, H, s, s, s):
         raise ValueError(
