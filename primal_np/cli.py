@@ -31,7 +31,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_golden_export(args: argparse.Namespace) -> int:
-    from .golden import GoldenExportError, case_names, check_export_target, export
+    from .golden import GoldenExportError, case_names, check_export_target, export, name_problems
 
     def fail(message: str) -> int:
         print(f"golden export: {message}", file=sys.stderr)
@@ -39,11 +39,10 @@ def _cmd_golden_export(args: argparse.Namespace) -> int:
 
     names = args.case or None
     if names:
-        known = case_names(long=True)
-        unknown = [n for n in names if n not in known]
+        unknown, twice = name_problems(names)
         if unknown:
-            return fail(f"--case: unknown case(s) {unknown}; known: {', '.join(known)}")
-        twice = sorted({n for n in names if names.count(n) > 1})
+            known = ", ".join(case_names(long=True))
+            return fail(f"--case: unknown case(s) {unknown}; known: {known}")
         if twice:
             return fail(f"--case {twice[0]} is given more than once")
     try:

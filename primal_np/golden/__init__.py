@@ -204,12 +204,18 @@ def _write_arrays(f: io.BufferedWriter, arrays: dict[str, np.ndarray]) -> None:
     write_npz(f, arrays)
 
 
-def _check_names(names: list[str]) -> None:
+def name_problems(names: list[str]) -> tuple[list[str], list[str]]:
+    """(the names that are no golden case, the names given more than once, sorted)."""
     known = case_names(long=True)
     unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"unknown case(s) {unknown}; known: {', '.join(known)}")
     twice = sorted({n for n in names if names.count(n) > 1})
+    return unknown, twice
+
+
+def _check_names(names: list[str]) -> None:
+    unknown, twice = name_problems(names)
+    if unknown:
+        raise ValueError(f"unknown case(s) {unknown}; known: {', '.join(case_names(long=True))}")
     if twice:
         raise ValueError(f"case(s) {twice} named more than once")
 
